@@ -1,0 +1,93 @@
+"""``export_model``: Hugging Face VLM folder → ONNX graphs + embeddings + tokenizer + manifest.
+
+Everything is written into a temporary sibling folder and renamed into place at the end, so an
+error never leaves a half-written export behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..runtime.manifest import MANIFEST_NAME, Artifact, GenerationDefaults, Manifest, TensorSpec, sha256_file
+from .families import read_config, resolve
+from .onnx_export import check_graph, export_graph
+from .tokenizer import export_tokenizer
+
+log = logging.getLogger("vlmforge.export")
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False, check: bool = True) -> Manifest:
+    """Export the checkpoint in ``model_dir`` into ``out_dir``; returns the manifest written."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only: never reach for a hub
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    family = resolve(read_config(model_dir))
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} already exists; remove it or pass overwrite=True (--overwrite)")
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        manifest = _export_into(family, model_dir, tmp, check)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _export_into(family, model_dir: Path, tmp: Path, check: bool) -> Manifest:
+    start = time.perf_counter()
+    fam = family.prepare(model_dir)
+    graphs = {}
+    for g in fam.graphs:
+        path = tmp / f"{g.name}.onnx"
+        graphs[g.name] = export_graph(g, path)
+        if check:
+            err = check_graph(g, path, fam.atol)
+            log.info("%s graph exported, max |onnx - torch| = %.2e", g.name, err)
+    embed = fam.embed_tokens.float().numpy()
+    np.save(tmp / "embed_tokens.npy", embed)
+    tokenizer = export_tokenizer(model_dir, tmp, fam.image.image_token, fam.image.image_token_id)
+    manifest = Manifest(
+        family=fam.family,
+        architecture=fam.architecture,
+        graphs=graphs,
+        embeddings=TensorSpec(name="embed_tokens.npy", dtype=embed.dtype.name, shape=list(embed.shape)),
+        tokenizer=tokenizer,
+        image=fam.image,
+        llm=fam.llm,
+        capabilities=fam.capabilities,
+        generation=_generation_defaults(model_dir),
+        source_config=fam.source_config,
+        vlmforge_version=__version__,
+    )
+    manifest.artifacts = hash_artifacts(tmp)
+    (tmp / MANIFEST_NAME).write_text(manifest.to_json())
+    log.info("exported %s in %.1f s", fam.family, time.perf_counter() - start)
+    return manifest
+
+
+def hash_artifacts(folder: Path) -> dict[str, Artifact]:
+    """SHA-256 and size of every file in ``folder`` except the manifest itself."""
+    return {
+        str(p.relative_to(folder)): Artifact(sha256=sha256_file(p), bytes=p.stat().st_size)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
+
+
+def _generation_defaults(model_dir: Path) -> GenerationDefaults:
+    path = model_dir / "generation_config.json"
+    cfg = json.loads(path.read_text()) if path.is_file() else {}
+    keys = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
+    return GenerationDefaults(**{k: cfg[k] for k in keys if cfg.get(k) is not None})

@@ -1,0 +1,52 @@
+"""Family registry: ``model_type`` → family folder, resolved with importlib.
+
+Each folder is a module with ``ARCHITECTURES`` and ``prepare(model_dir) -> FamilyExport``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import json
+from pathlib import Path
+
+# folder name → the model_types that load through it
+FAMILIES = {
+    "llava": ("llava",),
+}
+_ALIASES = {model_type: folder for folder, types in FAMILIES.items() for model_type in types}
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+def read_config(model_dir: str | Path) -> dict:
+    root = Path(model_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"model folder {root} does not exist; pass a local Hugging Face checkpoint folder")
+    path = root / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{root} has no config.json; pass a Hugging Face checkpoint folder (saved with save_pretrained)"
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+def resolve(config: dict):
+    """The family module for a checkpoint config; a clear error naming the supported ones otherwise."""
+    model_type = config.get("model_type", "")
+    folder = _ALIASES.get(model_type)
+    if folder is None:
+        supported = sorted(_ALIASES)
+        close = difflib.get_close_matches(model_type, supported, n=1, cutoff=0.4)
+        hint = f"; the closest supported one is {close[0]!r}" if close else ""
+        archs = ", ".join(config.get("architectures") or []) or "unknown architecture"
+        raise UnsupportedModelError(
+            f"model_type {model_type!r} ({archs}) is not supported; supported model types: "
+            f"{', '.join(supported)}{hint}"
+        )
+    return importlib.import_module(f"{__name__}.{folder}")

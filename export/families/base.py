@@ -1,0 +1,28 @@
+"""The contract every family folder fulfils: ``prepare(model_dir) -> FamilyExport``.
+
+A family folder (named after the Hugging Face ``model_type``) knows how to load its checkpoint,
+which submodules form the vision, connector and LLM graphs, how its images are preprocessed and
+which capability flags the runtime must honour. Nothing outside the folder knows these things.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ...runtime.manifest import Capabilities, ImageSpec, LLMSpec
+from ..onnx_export import GraphExport
+
+
+@dataclass
+class FamilyExport:
+    family: str
+    architecture: str
+    graphs: list[GraphExport]  # vision, connector, llm
+    embed_tokens: torch.Tensor  # (vocab, hidden): gathered by the runtime, not a graph
+    image: ImageSpec
+    llm: LLMSpec
+    capabilities: Capabilities
+    source_config: dict
+    atol: float = 1e-4  # export-time check of each graph against its torch module

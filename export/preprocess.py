@@ -1,0 +1,60 @@
+"""Read a Hugging Face ``preprocessor_config.json`` (CLIP-style image processors) into the
+kernel's ``PreprocessSpec``. Family folders call this and add what their processor adds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..kernels.spec import PreprocessSpec
+
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def read_processor_config(model_dir: Path) -> dict:
+    path = Path(model_dir) / "preprocessor_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing; the checkpoint must ship its image processor config "
+            "(save it with processor.save_pretrained(model_dir))"
+        )
+    return json.loads(path.read_text())
+
+
+def _as_list(value, n: int) -> list[float]:
+    return [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)] * n
+
+
+def clip_style_spec(proc: dict, tokens_per_tile: int, pad_to_square: bool = False) -> PreprocessSpec:
+    """resize (shortest_edge or height/width) → centre crop → rescale → normalise."""
+    size = proc.get("size", {"shortest_edge": 224})
+    if isinstance(size, int):
+        size = {"shortest_edge": size}
+    if not proc.get("do_resize", True):
+        resize, target = "none", [0]
+    elif "shortest_edge" in size:
+        resize, target = "shortest_edge", [int(size["shortest_edge"])]
+    elif "height" in size and "width" in size:
+        resize, target = "exact", [int(size["height"]), int(size["width"])]
+    else:
+        raise ValueError(f"unsupported image processor size {size}; expected shortest_edge or height/width")
+    crop = proc.get("crop_size") if proc.get("do_center_crop", False) else None
+    if isinstance(crop, int):
+        crop = {"height": crop, "width": crop}
+    mean = _as_list(proc.get("image_mean", OPENAI_CLIP_MEAN), 3)
+    return PreprocessSpec(
+        scheme="fixed",
+        resize=resize,
+        size=target,
+        crop=[int(crop["height"]), int(crop["width"])] if crop else None,
+        pad_to_square=pad_to_square,
+        # LLaVA pads with the mean colour: tuple(int(x * 255) for x in image_mean)
+        background=[int(m * 255) for m in mean],
+        resample=proc.get("resample", 3),
+        rescale_factor=float(proc.get("rescale_factor", 1 / 255)) if proc.get("do_rescale", True) else 1.0,
+        do_normalize=bool(proc.get("do_normalize", True)),
+        mean=mean,
+        std=_as_list(proc.get("image_std", OPENAI_CLIP_STD), 3),
+        tokens_per_tile=tokens_per_tile,
+    )

@@ -1,0 +1,73 @@
+"""What a preprocessing kernel is asked to do (``PreprocessSpec``, stored in the manifest) and
+what it reports back (``TileLayout``, which the prompt builder uses to size image slots)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+SCHEMES = ("fixed",)
+RESIZE_MODES = ("shortest_edge", "exact", "none")
+
+
+def from_dict(cls, data: dict):
+    """Build dataclass ``cls`` from ``data``, ignoring unknown keys (newer manifests stay loadable)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class PreprocessSpec:
+    """One image → the pixel tensor the vision graph reads.
+
+    fixed: optional pad-to-square with ``background`` (LLaVA-1.5 ``image_aspect_ratio="pad"``),
+    resize (``shortest_edge`` keeps the aspect ratio, ``exact`` goes to ``size`` = [h, w]),
+    optional centre ``crop`` = [h, w], then ``(x * rescale_factor - mean) / std`` per channel.
+    """
+
+    scheme: str = "fixed"
+    resize: str = "shortest_edge"
+    size: list[int] = field(default_factory=lambda: [336])
+    crop: list[int] | None = None
+    pad_to_square: bool = False
+    background: list[int] = field(default_factory=lambda: [0, 0, 0])
+    resample: str = "bicubic"
+    rescale_factor: float = 1.0 / 255.0
+    do_normalize: bool = True
+    mean: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    tokens_per_tile: int = 0
+    max_input_pixels: int = 50_000_000  # refuse absurd inputs before allocating anything
+
+    def __post_init__(self):
+        from .resample import filter_name
+
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown preprocessing scheme {self.scheme!r}; supported: {', '.join(SCHEMES)}")
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"unknown resize mode {self.resize!r}; supported: {', '.join(RESIZE_MODES)}")
+        if self.resize == "shortest_edge" and len(self.size) != 1:
+            raise ValueError(f"resize='shortest_edge' takes size=[edge], got {self.size}")
+        if self.resize == "exact" and len(self.size) != 2:
+            raise ValueError(f"resize='exact' takes size=[height, width], got {self.size}")
+        if len(self.mean) != 3 or len(self.std) != 3 or len(self.background) != 3:
+            raise ValueError("mean, std and background need one value per RGB channel")
+        self.resample = filter_name(self.resample)
+
+    @property
+    def output_hw(self) -> tuple[int, int] | None:
+        """(h, w) of every tile when fixed by the spec, else None."""
+        if self.crop:
+            return tuple(self.crop)
+        if self.resize == "exact":
+            return tuple(self.size)
+        return None
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """How the pixels are laid out and how many image tokens the prompt must reserve."""
+
+    num_tiles: int
+    tile_hw: tuple[int, int]
+    num_image_tokens: int
+    grid: tuple[int, int] = (1, 1)  # (rows, cols) of local tiles; (1, 1) for one global view

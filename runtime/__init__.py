@@ -1,0 +1,12 @@
+"""The lightweight runtime: NumPy + tokenizers + an engine backend. No torch, transformers or onnx."""
+
+from .errors import ImageError, ManifestError, PromptError, VlmforgeError
+from .manifest import Manifest, load_manifest
+from .pipeline import GenerationResult, Pipeline
+from .sampling import SamplingParams
+from .stats import GenerationStats
+
+__all__ = [
+    "GenerationResult", "GenerationStats", "ImageError", "Manifest", "ManifestError", "Pipeline",
+    "PromptError", "SamplingParams", "VlmforgeError", "load_manifest",
+]

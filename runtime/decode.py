@@ -1,0 +1,55 @@
+"""The decode loop's plain verbs: ``prefill``, ``decode_one_token``, ``generate_tokens``.
+
+Nothing here knows the model family; the decoder step and the embedding table come from the
+manifest. Position ids are consecutive (what decoder-only LMs with 1-D RoPE or learned
+positions expect); models that need more declare it as a capability.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from .sampling import Sampler
+from .stats import StageTimer
+
+
+def prefill(decoder, inputs_embeds: np.ndarray, timer: StageTimer) -> np.ndarray:
+    """inputs_embeds (1, seq, d) → logits (vocab,) for the next token; fills the cache."""
+    decoder.reset()
+    seq = inputs_embeds.shape[1]
+    positions = np.arange(seq, dtype=np.int64)[None, :]
+    with timer("prefill"):
+        return decoder.step(inputs_embeds, positions)
+
+
+def decode_one_token(decoder, embed_table: np.ndarray, token_id: int, timer: StageTimer) -> np.ndarray:
+    """Feed one token at the next position → logits (vocab,)."""
+    position = np.array([[decoder.cache.num_tokens]], dtype=np.int64)
+    embeds = embed_table[token_id][None, None, :]  # (1, 1, d): one row of the memory-mapped table
+    with timer("decode"):
+        return decoder.step(embeds, position)
+
+
+def generate_tokens(
+    decoder,
+    embed_table: np.ndarray,
+    logits: np.ndarray,
+    prompt_ids: np.ndarray,
+    sampler: Sampler,
+    max_new_tokens: int,
+    eos_ids: set[int],
+    timer: StageTimer,
+) -> Iterator[int]:
+    """Yield up to ``max_new_tokens`` ids, the first chosen from the prefill ``logits``; stops after EOS."""
+    seen = list(map(int, prompt_ids))
+    for i in range(max_new_tokens):
+        if i:
+            logits = decode_one_token(decoder, embed_table, seen[-1], timer)
+        with timer("sample"):
+            token = sampler(logits, np.asarray(seen, dtype=np.int64))
+        seen.append(token)
+        yield token
+        if token in eos_ids:
+            return

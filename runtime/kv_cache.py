@@ -1,0 +1,71 @@
+"""The KV cache and the LLM step that owns it.
+
+ONNX Runtime: the cache lives in ``OrtValue``s that one step's outputs (present.*) hand to the
+next step's inputs (past_key_values.*) through I/O binding — the cache never passes through
+NumPy or Python copies between steps; only the new embeddings go in and the logits come out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .manifest import LLMSpec
+
+
+def cache_names(num_layers: int) -> tuple[list[str], list[str]]:
+    past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+    present = [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+    return past, present
+
+
+class OrtKVCache:
+    """Per-layer key/value OrtValues of shape (1, kv_heads, num_tokens, head_dim)."""
+
+    def __init__(self, spec: LLMSpec):
+        self.spec = spec
+        self.past_names, self.present_names = cache_names(spec.num_layers)
+        self.reset()
+
+    def reset(self) -> None:
+        import onnxruntime as ort
+
+        empty = np.zeros((1, self.spec.num_kv_heads, 0, self.spec.head_dim), dtype=self.spec.kv_dtype)
+        self.values = [ort.OrtValue.ortvalue_from_numpy(empty) for _ in self.past_names]
+        self.num_tokens = 0
+
+    @property
+    def nbytes(self) -> int:
+        itemsize = np.dtype(self.spec.kv_dtype).itemsize
+        per_token = 2 * self.spec.num_layers * self.spec.num_kv_heads * self.spec.head_dim * itemsize
+        return per_token * self.num_tokens
+
+
+class OrtDecoder:
+    """``step(embeds, positions) -> last logits``, appending to its cache."""
+
+    def __init__(self, session, spec: LLMSpec):
+        self.session = session.session  # the onnxruntime.InferenceSession
+        self.spec = spec
+        self.cache = OrtKVCache(spec)
+        self._output_names = ["logits", *self.cache.present_names]
+
+    def reset(self) -> None:
+        self.cache.reset()
+
+    def step(self, inputs_embeds: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        """inputs_embeds (1, s, d) float32, position_ids (1, s) int64 → logits (vocab,) float32."""
+        seq = inputs_embeds.shape[1]
+        total = self.cache.num_tokens + seq
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
+        binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
+        binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
+        for name, value in zip(self.cache.past_names, self.cache.values):
+            binding.bind_ortvalue_input(name, value)
+        for name in self._output_names:
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        self.cache.values = outputs[1:]
+        self.cache.num_tokens = total
+        return outputs[0].numpy()[0, -1]

@@ -1,0 +1,205 @@
+"""``manifest.json``: the contract between export and runtime.
+
+Export writes it; the runtime reads only it (never file or model names). Everything is plain
+JSON → dataclasses through ``from_dict`` (unknown keys ignored, so older runtimes can read
+newer manifests of the same major version), validated in ``__post_init__``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..kernels.spec import PreprocessSpec, from_dict
+from .errors import ManifestError
+
+FORMAT = "vlmforge-manifest"
+VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name: float32, float16, int64 …
+    shape: list  # ints and symbolic names ("batch", "past_sequence + sequence")
+
+
+@dataclass
+class GraphSpec:
+    """One ONNX graph (or engine) and its I/O."""
+
+    path: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    precision: str = "fp32"
+
+    def __post_init__(self):
+        self.inputs = [t if isinstance(t, TensorSpec) else from_dict(TensorSpec, t) for t in self.inputs]
+        self.outputs = [t if isinstance(t, TensorSpec) else from_dict(TensorSpec, t) for t in self.outputs]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+
+@dataclass
+class Capabilities:
+    """What the decode loop must do differently; asked, never inferred from the family name."""
+
+    uses_mrope: bool = False
+    image_newline: bool = False
+    cross_attention: bool = False
+    token_type_experts: bool = False
+
+
+@dataclass
+class LLMSpec:
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    max_context: int
+    kv_dtype: str = "float32"
+
+
+@dataclass
+class TokenizerSpec:
+    path: str
+    bos_token_id: int | None
+    eos_token_ids: list[int]
+    pad_token_id: int | None
+    chat_template: str | None = None
+    special_tokens: dict = field(default_factory=dict)  # name → token string
+
+
+@dataclass
+class ImageSpec:
+    """How images become embeddings in the prompt."""
+
+    image_token: str  # the placeholder users write ("<image>")
+    image_token_id: int  # the id every image slot carries in input_ids
+    preprocess: PreprocessSpec
+
+    def __post_init__(self):
+        if isinstance(self.preprocess, dict):
+            self.preprocess = from_dict(PreprocessSpec, self.preprocess)
+
+
+@dataclass
+class GenerationDefaults:
+    max_new_tokens: int = 256
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+
+
+@dataclass
+class Artifact:
+    sha256: str
+    bytes: int
+
+
+@dataclass
+class Manifest:
+    family: str
+    architecture: str
+    graphs: dict[str, GraphSpec]
+    embeddings: TensorSpec  # name = file path, gathered row by row with NumPy
+    tokenizer: TokenizerSpec
+    image: ImageSpec
+    llm: LLMSpec
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    generation: GenerationDefaults = field(default_factory=GenerationDefaults)
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    source_config: dict = field(default_factory=dict)
+    format: str = FORMAT
+    version: int = VERSION
+    vlmforge_version: str = ""
+
+    def __post_init__(self):
+        if self.format != FORMAT:
+            raise ManifestError(f"not a vlmforge manifest (format={self.format!r})")
+        if self.version != VERSION:
+            raise ManifestError(
+                f"manifest version {self.version} is not supported by this runtime (reads version {VERSION}); "
+                "re-export the model with this vlmforge version"
+            )
+        self.graphs = {k: _as(GraphSpec, v) for k, v in self.graphs.items()}
+        for required in ("vision", "connector", "llm"):
+            if required not in self.graphs:
+                raise ManifestError(f"manifest has no {required!r} graph; re-export the model")
+        self.embeddings = _as(TensorSpec, self.embeddings)
+        self.tokenizer = _as(TokenizerSpec, self.tokenizer)
+        self.image = _as(ImageSpec, self.image)
+        self.llm = _as(LLMSpec, self.llm)
+        self.capabilities = _as(Capabilities, self.capabilities)
+        self.generation = _as(GenerationDefaults, self.generation)
+        self.artifacts = {k: _as(Artifact, v) for k, v in self.artifacts.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False)
+
+
+def _as(cls, value):
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ManifestError(f"manifest field for {cls.__name__} must be an object, got {type(value).__name__}")
+    try:
+        return from_dict(cls, value)
+    except TypeError as e:  # a missing required key
+        raise ManifestError(f"invalid {cls.__name__} in manifest: {e}") from None
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_manifest(model_dir: str | Path, verify: bool = True) -> Manifest:
+    """Read and validate ``model_dir/manifest.json``; with ``verify`` check every artifact's SHA-256."""
+    root = Path(model_dir)
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {MANIFEST_NAME} in {root}; point at a folder written by 'vlmforge export MODEL_DIR -o OUT'"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path} is not valid JSON ({e}); re-export the model") from None
+    manifest = _as(Manifest, data)
+    check_artifacts(root, manifest, verify_hashes=verify)
+    return manifest
+
+
+def check_artifacts(root: Path, manifest: Manifest, verify_hashes: bool) -> None:
+    """Every artifact must exist with its recorded size (always) and hash (when asked)."""
+    for rel, art in manifest.artifacts.items():
+        f = root / rel
+        if not f.is_file():
+            raise ManifestError(f"artifact {rel} listed in the manifest is missing from {root}; re-export the model")
+        size = f.stat().st_size
+        if size != art.bytes:
+            raise ManifestError(
+                f"artifact {rel} is {size} bytes but the manifest records {art.bytes}; "
+                "the folder was modified or truncated — re-export the model"
+            )
+        if verify_hashes and sha256_file(f) != art.sha256:
+            raise ManifestError(
+                f"artifact {rel} does not match its SHA-256 in the manifest; "
+                "the file was modified or corrupted — re-export the model"
+            )

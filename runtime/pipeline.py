@@ -1,0 +1,169 @@
+"""``Pipeline``: load an exported folder and generate. The step reads like the model:
+images → tiles → vision → connector → merge into the prompt → prefill → decode."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..kernels import tile_and_patchify
+from .decode import generate_tokens, prefill
+from .errors import PromptError
+from .images import load_image
+from .kv_cache import OrtDecoder
+from .manifest import Manifest, load_manifest
+from .prompt import PreparedPrompt, expand_image_slots, render_messages
+from .sampling import Sampler, SamplingParams
+from .session import open_session
+from .stats import GenerationStats, StageTimer
+from .stream import TextAssembler
+from .tokenizer import TextTokenizer
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    token_ids: list[int]  # generated ids, prompt excluded (EOS included when it ended the text)
+    stats: GenerationStats
+    finish_reason: str  # "eos", "stop" (a stop string) or "length"
+
+
+class Pipeline:
+    def __init__(self, root: Path, manifest: Manifest, backend: str = "onnxruntime", threads: int | None = None):
+        self.root = root
+        self.manifest = manifest
+        self.tokenizer = TextTokenizer(root, manifest.tokenizer)
+        self.vision = open_session(root, manifest.graphs["vision"], backend, threads)
+        self.connector = open_session(root, manifest.graphs["connector"], backend, threads)
+        self.decoder = OrtDecoder(open_session(root, manifest.graphs["llm"], backend, threads), manifest.llm)
+        # (vocab, hidden), memory-mapped: rows are read on demand, never loaded twice
+        self.embed_table = np.load(root / manifest.embeddings.name, mmap_mode="r")
+        self.last_result: GenerationResult | None = None
+
+    @classmethod
+    def load(cls, model_dir: str | Path, backend: str = "onnxruntime", verify: bool = True, threads=None) -> "Pipeline":
+        root = Path(model_dir)
+        return cls(root, load_manifest(root, verify=verify), backend, threads)
+
+    # -- stages -----------------------------------------------------------------------------
+    def encode_image(self, image, timer: StageTimer) -> np.ndarray:
+        """One image (path / PIL / array) → its embeddings (num_image_tokens, hidden)."""
+        with timer("image_decode"):
+            rgb = load_image(image)
+        with timer("preprocess"):
+            pixels, layout = tile_and_patchify(rgb, self.manifest.image.preprocess)
+        with timer("vision"):
+            features = self.vision.run({"pixel_values": pixels})["image_features"]
+        with timer("connector"):
+            embeds = self.connector.run({"image_features": features})["image_embeds"]
+        embeds = embeds.reshape(-1, embeds.shape[-1])
+        assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
+        return embeds
+
+    def prepare_prompt(self, prompt: str | None, messages, num_images: int, tokens_per_image: list[int]) -> PreparedPrompt:
+        image = self.manifest.image
+        if (prompt is None) == (messages is None):
+            raise PromptError("pass exactly one of prompt= (a string) or messages= (a chat)")
+        if messages is not None:
+            prompt, num_items = render_messages(self.tokenizer, messages, image.image_token)
+            if num_items != num_images:
+                raise PromptError(f"the messages hold {num_items} image item(s) but {num_images} image(s) were given")
+        ids = self.tokenizer.encode(prompt)
+        return expand_image_slots(ids, image.image_token_id, tokens_per_image)
+
+    def merge(self, prepared: PreparedPrompt, image_embeds: list[np.ndarray]) -> np.ndarray:
+        """Gather text embeddings and write each image's embeddings into its slots → (1, seq, d)."""
+        embeds = np.asarray(self.embed_table[prepared.input_ids], dtype=np.float32)
+        for (start, count), rows in zip(prepared.image_slots, image_embeds):
+            embeds[start : start + count] = rows
+        return embeds[None]
+
+    # -- generation --------------------------------------------------------------------------
+    def generate(self, prompt: str | None = None, images=None, **kwargs) -> GenerationResult:
+        for _ in self._generate(prompt, images, **kwargs):
+            pass
+        return self.last_result
+
+    def stream(self, prompt: str | None = None, images=None, **kwargs) -> Iterator[str]:
+        """Yield text pieces as they are decoded; ``self.last_result`` holds the result afterwards."""
+        yield from self._generate(prompt, images, **kwargs)
+
+    def _generate(
+        self,
+        prompt=None,
+        images=None,
+        *,
+        messages=None,
+        max_new_tokens: int | None = None,
+        stop: list[str] | None = None,
+        **sampling,
+    ) -> Iterator[str]:
+        start = time.perf_counter()
+        timer = StageTimer()
+        images = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
+        image_embeds = [self.encode_image(img, timer) for img in images]
+        prepared = self.prepare_prompt(prompt, messages, len(images), [e.shape[0] for e in image_embeds])
+        max_new = self._budget(prepared, max_new_tokens)
+        with timer("merge"):
+            inputs_embeds = self.merge(prepared, image_embeds)
+        logits = prefill(self.decoder, inputs_embeds, timer)
+        sampler = Sampler(self._sampling_params(sampling))
+        eos = set(self.manifest.tokenizer.eos_token_ids)
+        text = TextAssembler(self.tokenizer.stream(), stop or [])
+        generated, ttft, reason = [], 0.0, "length"
+        for token in generate_tokens(self.decoder, self.embed_table, logits, prepared.input_ids, sampler, max_new, eos, timer):
+            ttft = ttft or time.perf_counter() - start
+            generated.append(token)
+            if token in eos:
+                reason = "eos"
+                break
+            with timer("detokenize"):
+                piece = text.push(token)
+            if piece:
+                yield piece
+            if text.stopped:
+                reason = "stop"
+                break
+        tail = text.flush()
+        if tail:
+            yield tail
+        stats = GenerationStats(
+            stages=dict(timer.times),
+            num_prompt_tokens=len(prepared.input_ids),
+            num_image_tokens=prepared.num_image_tokens,
+            num_generated_tokens=len(generated),
+            ttft_s=ttft,
+            total_s=time.perf_counter() - start,
+            kv_cache_bytes=self.decoder.cache.nbytes,
+        )
+        self.last_result = GenerationResult(text.text, generated, stats, reason)
+
+    def _budget(self, prepared: PreparedPrompt, max_new_tokens: int | None) -> int:
+        limit = self.manifest.llm.max_context
+        n = len(prepared.input_ids)
+        if n >= limit:
+            raise PromptError(
+                f"the prompt is {n} tokens ({prepared.num_image_tokens} of them image tokens) but the model's "
+                f"context is {limit}; shorten the prompt or use fewer images"
+            )
+        wanted = self.manifest.generation.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
+        if wanted < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {wanted}")
+        return min(wanted, limit - n)
+
+    def _sampling_params(self, overrides: dict) -> SamplingParams:
+        g = self.manifest.generation
+        known = {"do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed"}
+        unknown = set(overrides) - known
+        if unknown:
+            raise TypeError(f"unknown generation argument(s) {sorted(unknown)}; valid: {sorted(known)}")
+        params = dict(
+            do_sample=g.do_sample, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+            repetition_penalty=g.repetition_penalty,
+        )
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        return SamplingParams(**params)

@@ -1,0 +1,66 @@
+"""Per-stage timing: a cheap timer the pipeline wraps around each stage, and the statistics
+``generate`` returns (seconds per stage, token counts, derived rates)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+STAGES = ("image_decode", "preprocess", "vision", "connector", "merge", "prefill", "decode", "sample", "detokenize")
+
+
+class StageTimer:
+    """Appends the monotonic wall time of each ``with timer(stage):`` block to ``times[stage]``."""
+
+    def __init__(self):
+        self.times: dict[str, list[float]] = defaultdict(list)
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[stage].append(time.perf_counter() - start)
+
+
+@dataclass
+class GenerationStats:
+    stages: dict[str, list[float]] = field(default_factory=dict)  # stage → seconds per call
+    num_prompt_tokens: int = 0
+    num_image_tokens: int = 0
+    num_generated_tokens: int = 0
+    ttft_s: float = 0.0  # start of generate → first generated token chosen
+    total_s: float = 0.0
+    kv_cache_bytes: int = 0
+
+    def stage_total(self, stage: str) -> float:
+        return float(sum(self.stages.get(stage, [])))
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        t = self.stage_total("prefill")
+        return self.num_prompt_tokens / t if t else 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        """Tokens after the first, per second of decode steps (engine + sampling + detokenising)."""
+        steps = self.stages.get("decode", [])
+        t = sum(steps) + self.stage_total("sample") + self.stage_total("detokenize")
+        return len(steps) / t if t and steps else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "stages_s": {k: self.stage_total(k) for k in self.stages},
+            "decode_step_s": list(self.stages.get("decode", [])),
+            "num_prompt_tokens": self.num_prompt_tokens,
+            "num_image_tokens": self.num_image_tokens,
+            "num_generated_tokens": self.num_generated_tokens,
+            "ttft_s": self.ttft_s,
+            "total_s": self.total_s,
+            "prefill_tokens_per_s": self.prefill_tokens_per_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "kv_cache_bytes": self.kv_cache_bytes,
+        }
