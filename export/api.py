@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ log = logging.getLogger("vlmforge.export")
 def export_model(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False, check: bool = True) -> Manifest:
     """Export the checkpoint in ``model_dir`` into ``out_dir``; returns the manifest written."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only: never reach for a hub
+    quiet_libraries()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     family = resolve(read_config(model_dir))
     if out_dir.exists() and not overwrite:
@@ -75,6 +77,17 @@ def _export_into(family, model_dir: Path, tmp: Path, check: bool) -> Manifest:
     (tmp / MANIFEST_NAME).write_text(manifest.to_json())
     log.info("exported %s in %.1f s", fam.family, time.perf_counter() - start)
     return manifest
+
+
+def quiet_libraries() -> None:
+    """The exporters log every optimisation pass and progress bar; keep warnings that matter."""
+    for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*treespec.*LeafSpec", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def hash_artifacts(folder: Path) -> dict[str, Artifact]:

@@ -25,7 +25,8 @@ class VisionFeatures(nn.Module):
         encoder_layers = _encoder_layers(vision_tower)
         num_states = len(encoder_layers) + 1  # hidden_states[0] is the embedding output
         absolute = [layer % num_states for layer in feature_layers]
-        keep = max(absolute)
+        # hidden_states are captured at the layers, so keep at least one even for the embedding output
+        keep = max(max(absolute), 1)
         if keep < len(encoder_layers):
             del encoder_layers[keep:]
         self.vision_tower = vision_tower

@@ -71,7 +71,7 @@ def train_tokenizer(vocab_size: int = 400):
     )
 
 
-def _text_config(kind: str, vocab_size: int, hidden: int, layers: int, heads: int, kv_heads: int):
+def _text_config(kind: str, vocab_size: int, hidden: int, layers: int, heads: int, kv_heads: int, max_positions: int):
     from transformers import LlamaConfig, Qwen2Config
 
     common = dict(
@@ -81,7 +81,7 @@ def _text_config(kind: str, vocab_size: int, hidden: int, layers: int, heads: in
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        max_position_embeddings=256,
+        max_position_embeddings=max_positions,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=3,
@@ -108,6 +108,7 @@ def make_tiny_llava(
     feature_layer: int | list[int] = -2,
     select_strategy: str = "default",
     pad_to_square: bool = False,
+    max_positions: int = 256,
     seed: int = 0,
 ) -> Path:
     """Write a random ``LlavaForConditionalGeneration`` checkpoint (+ tokenizer, processor) to ``out_dir``."""
@@ -132,7 +133,7 @@ def make_tiny_llava(
     num_patches = (image_size // patch_size) ** 2
     config = LlavaConfig(
         vision_config=vision,
-        text_config=_text_config(text, vocab_size, hidden, layers, heads, kv_heads),
+        text_config=_text_config(text, vocab_size, hidden, layers, heads, kv_heads, max_positions),
         image_token_index=image_token_id,
         image_seq_length=num_patches + (0 if select_strategy == "default" else 1),
         vision_feature_layer=feature_layer,

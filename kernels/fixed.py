@@ -2,15 +2,17 @@
 
 Fused: the crop window is folded into the resampling (only the kept rows/columns are computed),
 and rescale + mean/std happen through a 256-entry lookup table per channel while writing the
-CHW output, so the only intermediates are uint8-valued and at most output-sized in one axis.
+CHW output, so the only intermediates are uint8 and at most output-sized in one axis.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .resample import resize_uint8
+from .plan import Placement, Tile, normalise_lut, run_placement
 from .spec import PreprocessSpec, TileLayout
+
+__all__ = ["fixed_output_shape", "fixed_plan", "fixed_tiles", "normalise_lut", "resize_target"]
 
 
 def resize_target(h: int, w: int, spec: PreprocessSpec) -> tuple[int, int]:
@@ -25,64 +27,29 @@ def resize_target(h: int, w: int, spec: PreprocessSpec) -> tuple[int, int]:
     return (new_long, edge) if w <= h else (edge, new_long)
 
 
-def normalise_lut(spec: PreprocessSpec) -> np.ndarray:
-    """(3, 256) float32: uint8 value → normalised value, with transformers' float32 rounding."""
-    v = (np.arange(256, dtype=np.float64) * spec.rescale_factor).astype(np.float32)
-    if not spec.do_normalize:
-        return np.broadcast_to(v, (3, 256)).copy()
-    mean = np.asarray(spec.mean, dtype=np.float32)[:, None]
-    std = np.asarray(spec.std, dtype=np.float32)[:, None]
-    return ((v[None, :] - mean) / std).astype(np.float32)
-
-
-def pad_square(image: np.ndarray, background: list[int]) -> np.ndarray:
-    """Centre the image on a square canvas of its longest side, filled with ``background`` (uint8)."""
-    h, w = image.shape[:2]
-    if h == w:
-        return image
-    side = max(h, w)
-    canvas = np.empty((side, side, 3), dtype=np.uint8)
-    canvas[:] = np.asarray(background, dtype=np.uint8)
-    top, left = (side - h) // 2, (side - w) // 2
-    canvas[top : top + h, left : left + w] = image
-    return canvas
-
-
-def crop_window(size: int, crop: int) -> tuple[slice, int]:
-    """Rows kept by transformers' centre crop, and where they land in the output (it pads when size < crop)."""
-    start = (size - crop) // 2
-    if start >= 0:
-        return slice(start, start + crop), 0
-    return slice(0, size), -start
+def fixed_plan(image_hw: tuple[int, int], spec: PreprocessSpec) -> Placement:
+    """One tile: the centre crop of the resized (padded) image. transformers' centre crop pads
+    with 0 (before rescale) where the crop is larger than the image: a canvas filled with 0."""
+    h, w = image_hw
+    canvas = None
+    if spec.pad_to_square and h != w:
+        h = w = max(h, w)
+        canvas = (h, w)
+    rh, rw = resize_target(h, w, spec)
+    ch, cw = spec.crop if spec.crop else (rh, rw)
+    # crop start as transformers computes it; negative means the crop pads
+    top, left = -((rh - ch) // 2), -((rw - cw) // 2)
+    return Placement((rh, rw), (top, left), (Tile(0, 0, 0, ch, cw),), source_canvas=canvas, fill=(0, 0, 0))
 
 
 def fixed_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> TileLayout:
     """Write one normalised (3, H, W) tile into ``out[0]``."""
-    if spec.pad_to_square:
-        image = pad_square(image, spec.background)
-    h, w = image.shape[:2]
-    rh, rw = resize_target(h, w, spec)
-    ch, cw = spec.crop if spec.crop else (rh, rw)
-    rows, top = crop_window(rh, ch)
-    cols, left = crop_window(rw, cw)
-    if spec.resize == "none":
-        values = image[rows, cols].astype(np.float64)
-    else:
-        values = resize_uint8(image, rh, rw, spec.resample, rows=rows, cols=cols)
-    lut = normalise_lut(spec)
-    tile = out[0]
-    if top or left or values.shape[:2] != (ch, cw):
-        tile[:] = lut[:, 0][:, None, None]  # transformers pads with 0 before rescale
-    idx = values.astype(np.intp)  # (h, w, 3)
-    for c in range(3):
-        tile[c, top : top + idx.shape[0], left : left + idx.shape[1]] = lut[c][idx[..., c]]
-    return TileLayout(num_tiles=1, tile_hw=(ch, cw), num_image_tokens=spec.tokens_per_tile)
+    pl = fixed_plan(image.shape[:2], spec)
+    run_placement(image, pl, spec, out, normalise_lut(spec, out.dtype))
+    tile = pl.tiles[0]
+    return TileLayout(num_tiles=1, tile_hw=(tile.h, tile.w), num_image_tokens=spec.tokens_per_tile)
 
 
 def fixed_output_shape(image_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[int, int, int, int]:
-    h, w = image_hw
-    if spec.pad_to_square:
-        h = w = max(h, w)
-    rh, rw = resize_target(h, w, spec)
-    ch, cw = spec.crop if spec.crop else (rh, rw)
-    return (1, 3, ch, cw)
+    tile = fixed_plan(image_hw, spec).tiles[0]
+    return (1, 3, tile.h, tile.w)

@@ -6,8 +6,11 @@ pass (libImaging/Resample.c). The Hugging Face PIL image processors resize throu
 emulating that integer arithmetic exactly is what makes our pixels match theirs to float
 rounding instead of to ±1 grey level.
 
-The passes here are banded: for each of the ``ksize`` taps we gather one column (or row) per
-output pixel and accumulate in float64, which holds these integer sums exactly (|sum| < 2^40).
+Each pass is a banded matrix product, done as dense blocks of ``BLOCK`` outputs in float32
+(BLAS sgemm). float32 is *not* exact here: a product pixel × coefficient needs up to 30 bits.
+The error is bounded (see ``_ambiguity``), so outputs whose float32 sum lies within that bound
+of a rounding boundary — about 0.1 % of them — are recomputed exactly in float64, which holds
+these integer sums exactly (|sum| < 2^31). Result: Pillow's exact uint8 values at sgemm speed.
 Only the output window that is actually needed (a centre crop, a tile) is computed.
 """
 
@@ -19,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 PRECISION_BITS = 32 - 8 - 2  # Pillow: Resample.c
+BLOCK = 32  # outputs per dense block: larger blocks waste more zero taps, smaller ones starve BLAS
+STRIP_ELEMS = 1 << 19  # uint8 → float32 elements converted at a time in the first pass (2 MiB)
 
 
 def _bicubic(x: np.ndarray) -> np.ndarray:
@@ -73,6 +78,10 @@ class Coeffs:
     weight: np.ndarray  # (out, ksize) float64 holding Pillow's integer coefficients
     ksize: int
 
+    def window(self, sel) -> Coeffs:
+        """The coefficients of the outputs ``sel`` (a slice or an index array)."""
+        return Coeffs(self.start[sel], self.weight[sel], self.ksize)
+
 
 def precompute_coeffs(in_size: int, out_size: int, resample: str) -> Coeffs:
     """Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` for box (0, in_size)."""
@@ -92,51 +101,150 @@ def precompute_coeffs(in_size: int, out_size: int, resample: str) -> Coeffs:
     total = w.sum(axis=1, keepdims=True)
     w = np.where(total != 0.0, w / np.where(total == 0.0, 1.0, total), 0.0)
     fixed = np.where(w < 0, np.trunc(-0.5 + w * (1 << PRECISION_BITS)), np.trunc(0.5 + w * (1 << PRECISION_BITS)))
-    # taps past the end of the input carry weight 0; clamp their index so the gather stays in bounds
+    # taps past the end of the input carry weight 0
     return Coeffs(xmin, fixed, ksize)
 
 
-def _round_clip(acc: np.ndarray) -> np.ndarray:
-    """Pillow's clip8: (acc + 2^(P-1)) >> P, clamped to [0, 255]."""
-    return np.clip(np.floor((acc + (1 << (PRECISION_BITS - 1))) / (1 << PRECISION_BITS)), 0, 255)
+def identity_coeffs(size: int) -> Coeffs:
+    """Coefficients of a pass that keeps the axis as is (weight 1.0 on one tap)."""
+    return Coeffs(np.arange(size, dtype=np.int64), np.full((size, 1), float(1 << PRECISION_BITS)), 1)
 
 
-def resample_axis(image: np.ndarray, coeffs: Coeffs, axis: int, limit: int) -> np.ndarray:
-    """Resample ``image`` (H, W, C) along ``axis`` (0 rows, 1 columns); returns float64 holding uint8 values."""
-    out_len = coeffs.start.shape[0]
-    shape = list(image.shape)
-    shape[axis] = out_len
-    acc = np.zeros(shape, dtype=np.float64)
-    for k in range(coeffs.ksize):
-        idx = np.minimum(coeffs.start + k, limit - 1)
-        w = coeffs.weight[:, k]
-        if not w.any():
-            continue
-        src = np.take(image, idx, axis=axis)
-        acc += src * (w[:, None, None] if axis == 0 else w[None, :, None])
-    return _round_clip(acc)
+def _ambiguity(c: Coeffs) -> float:
+    """Half-width (in output grey levels) of the band around a rounding boundary where a float32
+    sum may round the wrong way: each of the ≤ ksize nonzero products and partial sums adds at
+    most 2^-24 relative error of Σ|x·w| ≤ 255·Σ|w| (exact zeros add none), plus the float32
+    rounding of the rescaled sum itself (≤ 2^-15 at magnitudes < 512)."""
+    bound = (c.ksize + 1) * 2.0**-24 * 255.0 * float(np.abs(c.weight).sum(axis=1).max(initial=0.0))
+    return 2.0 * bound / (1 << PRECISION_BITS) + 2.0**-14
+
+
+def _dense_block(c: Coeffs, o0: int, o1: int, limit: int) -> tuple[int, int, np.ndarray]:
+    """Input span [s0, s1) of outputs [o0, o1) and their weights as a dense (span, n) float32 matrix."""
+    start, weight = c.start[o0:o1], c.weight[o0:o1]
+    s0 = int(start.min())
+    s1 = min(int(start.max()) + c.ksize, limit)
+    rows = start[:, None] - s0 + np.arange(c.ksize)[None, :]  # (n, ksize)
+    cols = np.broadcast_to(np.arange(o1 - o0)[:, None], rows.shape)
+    valid = rows < s1 - s0  # taps past the input end carry weight 0
+    dense = np.zeros((s1 - s0, o1 - o0), dtype=np.float32)
+    dense[rows[valid], cols[valid]] = weight[valid]
+    return s0, s1, dense
+
+
+def _clip8_block(a: np.ndarray, dense: np.ndarray, start: np.ndarray, weight: np.ndarray, amb: float) -> np.ndarray:
+    """Pillow's clip8(a @ dense): a (M, span) float32 holding uint8 values → (M, n) uint8.
+
+    ``start`` (n,) is relative to the span; ``weight`` (n, ksize) are the block's coefficients."""
+    t = a @ dense  # (M, n); products are rounded in float32, fixed up below
+    t *= np.float32(2.0**-PRECISION_BITS)
+    t += np.float32(0.5)
+    out = np.floor(t)
+    t -= out  # fractional part
+    m, o = np.nonzero((t < amb) | (t > 1.0 - amb))
+    if m.size:
+        taps = np.minimum(start[o][:, None] + np.arange(weight.shape[1]), a.shape[1] - 1)
+        exact = (a[m[:, None], taps].astype(np.float64) * weight[o]).sum(axis=1)
+        out[m, o] = np.floor((exact + (1 << (PRECISION_BITS - 1))) / (1 << PRECISION_BITS))
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
+
+
+def pass_cols(src: np.ndarray, c: Coeffs) -> np.ndarray:
+    """Resample the last axis of ``src`` (R, 3, W) uint8 → (R, 3, n) uint8 (Pillow's horizontal pass)."""
+    rows, n, width = src.shape[0], c.start.shape[0], src.shape[2]
+    out = np.empty((rows, 3, n), dtype=np.uint8)
+    lo = int(c.start.min())
+    hi = min(int(c.start.max()) + c.ksize, width)
+    amb = _ambiguity(c)
+    blocks = [(o0, min(o0 + BLOCK, n)) for o0 in range(0, n, BLOCK)]
+    dense = [_dense_block(c, o0, o1, width) for o0, o1 in blocks]
+    strip = max(1, STRIP_ELEMS // (3 * (hi - lo)))
+    for r0 in range(0, rows, strip):
+        r1 = min(r0 + strip, rows)
+        # (S, 3, span) → (S·3, span) float32: one conversion per strip, shared by its blocks
+        # transpose as uint8 first: 3× faster than a transposing float conversion
+        a = np.ascontiguousarray(src[r0:r1, :, lo:hi]).astype(np.float32).reshape(-1, hi - lo)
+        for (o0, o1), (s0, s1, d) in zip(blocks, dense):
+            start = c.start[o0:o1] - s0
+            v = _clip8_block(a[:, s0 - lo : s1 - lo], d, start, c.weight[o0:o1], amb)
+            out[r0:r1, :, o0:o1] = v.reshape(r1 - r0, 3, o1 - o0)
+    return out
+
+
+def pass_rows(src: np.ndarray, c: Coeffs) -> np.ndarray:
+    """Resample the first axis of ``src`` (H, 3, W) uint8 → (n, 3, W) uint8 (Pillow's vertical pass)."""
+    n, width = c.start.shape[0], src.shape[2]
+    out = np.empty((n, 3, width), dtype=np.uint8)
+    amb = _ambiguity(c)
+    for o0 in range(0, n, BLOCK):
+        o1 = min(o0 + BLOCK, n)
+        s0, s1, d = _dense_block(c, o0, o1, src.shape[0])
+        a = np.ascontiguousarray(src[s0:s1]).astype(np.float32).reshape(s1 - s0, -1).T  # (3W, span) view
+        v = _clip8_block(a, d, c.start[o0:o1] - s0, c.weight[o0:o1], amb)  # (3W, n)
+        out[o0:o1] = v.T.reshape(o1 - o0, 3, width)
+    return out
+
+
+def _axis_coeffs(in_size: int, out_size: int, resample: str, sel) -> Coeffs:
+    c = precompute_coeffs(in_size, out_size, resample) if in_size != out_size else identity_coeffs(in_size)
+    return c.window(sel)
+
+
+def _span(c: Coeffs, limit: int) -> slice:
+    """Input indices read by ``c``: restricts the first pass to what the second pass needs."""
+    return slice(int(c.start.min()), min(int(c.start.max()) + c.ksize, limit))
+
+
+def pillow_vertical_first(in_h: int, in_w: int, out_h: int, out_w: int) -> bool:
+    """Pass order Pillow ≥ 13 uses (python-pillow/Pillow#9549): the vertical pass runs first when
+    the height shrinks by more than twice as many pixels as the width. Found by testing against
+    the installed Pillow (tests/test_kernels_resample.py); older Pillow always went horizontal first."""
+    return PILLOW_REORDERS and out_h < in_h and 2 * (in_w - out_w) < in_h - out_h
+
+
+def _pillow_reorders() -> bool:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return int(version("pillow").split(".")[0]) >= 13
+    except (PackageNotFoundError, ValueError):
+        return True
+
+
+PILLOW_REORDERS = _pillow_reorders()
+
+
+def resize_hcw(image, height, width, resample, rows=None, cols=None, transposed=False) -> np.ndarray:
+    """Pillow-exact resize of ``image`` (H, W, 3) uint8 to (height, width), window only.
+
+    ``rows``/``cols`` (slices or sorted index arrays) pick the output window — a centre crop,
+    the tiles. ``transposed`` reproduces Pillow resizing the *transposed* image (then transposed
+    back), as InternLM-XComposer does for portrait images: same coefficients, other pass order.
+    Returns (len(rows), 3, len(cols)) uint8: rows × channels × columns, ready for a CHW write.
+    """
+    in_h, in_w = image.shape[:2]
+    rows = slice(0, height) if rows is None else rows
+    cols = slice(0, width) if cols is None else cols
+    cv = _axis_coeffs(in_h, height, resample, rows)
+    ch = _axis_coeffs(in_w, width, resample, cols)
+    src = image.transpose(0, 2, 1)  # (H, 3, W) view
+    if transposed:
+        vertical_first = not pillow_vertical_first(in_w, in_h, width, height)
+    else:
+        vertical_first = pillow_vertical_first(in_h, in_w, height, width)
+    if vertical_first:
+        span = _span(ch, in_w)
+        mid = pass_rows(src[:, :, span], cv) if in_h != height else src[cv.start][:, :, span]
+        shifted = Coeffs(ch.start - span.start, ch.weight, ch.ksize)
+        return pass_cols(mid, shifted) if in_w != width else mid[:, :, ch.start - span.start]
+    span = _span(cv, in_h)
+    mid = pass_cols(src[span], ch) if in_w != width else src[span][:, :, ch.start]
+    shifted = Coeffs(cv.start - span.start, cv.weight, cv.ksize)
+    return pass_rows(mid, shifted) if in_h != height else mid[cv.start - span.start]
 
 
 def resize_uint8(image: np.ndarray, height: int, width: int, resample: str, rows=None, cols=None) -> np.ndarray:
-    """Pillow-exact resize of an (H, W, C) uint8 image to (height, width).
-
-    ``rows``/``cols`` (slices) restrict the output to a window — a centre crop or a tile —
-    so only the needed outputs are computed. Returns float64 holding integer values 0..255.
-    """
-    in_h, in_w = image.shape[:2]
-    rows = rows or slice(0, height)
-    cols = cols or slice(0, width)
-    out = image
-    if width != in_w:
-        c = precompute_coeffs(in_w, width, resample)
-        c = Coeffs(c.start[cols], c.weight[cols], c.ksize)
-        out = resample_axis(out, c, axis=1, limit=in_w)
-    else:
-        out = out[:, cols]
-    if height != in_h:
-        c = precompute_coeffs(in_h, height, resample)
-        c = Coeffs(c.start[rows], c.weight[rows], c.ksize)
-        out = resample_axis(out, c, axis=0, limit=in_h)
-    else:
-        out = out[rows]
-    return out
+    """Pillow-exact resize of an (H, W, C) uint8 image to (height, width), as (h, w, 3) float64
+    holding integer values 0..255 (kept for callers of the first version; prefer ``resize_hcw``)."""
+    return resize_hcw(image, height, width, resample, rows, cols).transpose(0, 2, 1).astype(np.float64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-SCHEMES = ("fixed",)
+SCHEMES = ("fixed", "anyres", "hd", "patches")
 RESIZE_MODES = ("shortest_edge", "exact", "none")
 
 
@@ -22,6 +22,17 @@ class PreprocessSpec:
     fixed: optional pad-to-square with ``background`` (LLaVA-1.5 ``image_aspect_ratio="pad"``),
     resize (``shortest_edge`` keeps the aspect ratio, ``exact`` goes to ``size`` = [h, w]),
     optional centre ``crop`` = [h, w], then ``(x * rescale_factor - mean) / std`` per channel.
+
+    anyres (LLaVA-NeXT): the base image resized to ``tile_size``² plus the best ``grid_pinpoints``
+    resolution (aspect kept, ``background`` padding centred) cut into ``tile_size`` tiles;
+    ``patch_size`` is the vision tower's, used to count tokens after unpadding + ``image_newline``.
+
+    hd (InternLM-XComposer2-4KHD): aspect kept, at most ``max_tiles`` local ``tile_size`` tiles,
+    ``background`` (white) padding centred across the short side, plus a global view first;
+    tokens per tile side are ``tile_size // patch_size // merge_size``.
+
+    patches (Fuyu): shrink to fit ``size`` = [h, w] (never enlarge), pad right/bottom with
+    ``background`` to a multiple of ``patch_size``, cut row-major (patch_size² · 3) vectors.
     """
 
     scheme: str = "fixed"
@@ -37,6 +48,12 @@ class PreprocessSpec:
     std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     tokens_per_tile: int = 0
     max_input_pixels: int = 50_000_000  # refuse absurd inputs before allocating anything
+    grid_pinpoints: list[list[int]] | None = None  # anyres: candidate [h, w] resolutions
+    tile_size: int = 336  # anyres / hd: side of every tile
+    patch_size: int = 14  # vision tower patch (anyres, hd) or Fuyu pixel patch (patches)
+    merge_size: int = 1  # hd: tokens merged per side (2×2 → 2) before the LLM
+    max_tiles: int = 25  # hd: hd_num, the most local tiles
+    image_newline: bool = True  # a newline token ends every row of image tokens
 
     def __post_init__(self):
         from .resample import filter_name
@@ -45,13 +62,28 @@ class PreprocessSpec:
             raise ValueError(f"unknown preprocessing scheme {self.scheme!r}; supported: {', '.join(SCHEMES)}")
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"unknown resize mode {self.resize!r}; supported: {', '.join(RESIZE_MODES)}")
-        if self.resize == "shortest_edge" and len(self.size) != 1:
+        if self.scheme == "fixed" and self.resize == "shortest_edge" and len(self.size) != 1:
             raise ValueError(f"resize='shortest_edge' takes size=[edge], got {self.size}")
-        if self.resize == "exact" and len(self.size) != 2:
+        if self.scheme == "fixed" and self.resize == "exact" and len(self.size) != 2:
             raise ValueError(f"resize='exact' takes size=[height, width], got {self.size}")
         if len(self.mean) != 3 or len(self.std) != 3 or len(self.background) != 3:
             raise ValueError("mean, std and background need one value per RGB channel")
         self.resample = filter_name(self.resample)
+        self._check_scheme()
+
+    def _check_scheme(self) -> None:
+        t, p = self.tile_size, self.patch_size
+        if self.scheme in ("anyres", "hd") and (t <= 0 or p <= 0 or t % (p * self.merge_size)):
+            raise ValueError(f"tile_size {t} must be a positive multiple of patch_size × merge_size ({p}×{self.merge_size})")
+        if self.scheme == "anyres":
+            pins = self.grid_pinpoints or []
+            if not pins or any(len(r) != 2 or r[0] % t or r[1] % t or min(r) <= 0 for r in pins):
+                raise ValueError(f"anyres needs grid_pinpoints [[h, w], ...] that are positive multiples of tile_size {t}; got {pins}")
+        if self.scheme == "hd" and self.max_tiles < 1:
+            raise ValueError(f"hd needs max_tiles >= 1, got {self.max_tiles}")
+        if self.scheme == "patches":
+            if len(self.size) != 2 or p <= 0 or self.size[0] % p or self.size[1] % p:
+                raise ValueError(f"patches needs size=[h, w] in multiples of patch_size {p}; got size={self.size}")
 
     @property
     def output_hw(self) -> tuple[int, int] | None:

@@ -1,0 +1,116 @@
+"""The ``vlmforge`` command line: export, run, profile, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_PROMPT = "USER: <image>\nWhat is in the picture? ASSISTANT:"
+
+
+def cmd_export(args) -> int:
+    from .export import export_model
+
+    manifest = export_model(args.model_dir, args.out, overwrite=args.overwrite, check=not args.no_check)
+    size = sum(a.bytes for a in manifest.artifacts.values())
+    print(f"exported {manifest.family} ({manifest.architecture}) to {args.out}: "
+          f"{len(manifest.artifacts)} artifacts, {size / 1e6:.1f} MB")
+    return 0
+
+
+def _prompt_and_images(args):
+    prompt = args.prompt.replace("\\n", "\n")
+    return prompt, list(args.image or [])
+
+
+def cmd_run(args) -> int:
+    from .runtime import Pipeline
+
+    pipe = Pipeline.load(args.model, verify=not args.no_verify, threads=args.threads)
+    prompt, images = _prompt_and_images(args)
+    sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                    repetition_penalty=args.repetition_penalty, do_sample=args.sample or None)
+    for piece in pipe.stream(prompt, images=images, max_new_tokens=args.max_new_tokens, stop=args.stop, **sampling):
+        print(piece, end="", flush=True)
+    print()
+    s = pipe.last_result.stats
+    print(f"[{s.num_generated_tokens} tokens, ttft {s.ttft_s * 1e3:.1f} ms, "
+          f"decode {s.decode_tokens_per_s:.1f} tokens/s, finish: {pipe.last_result.finish_reason}]", file=sys.stderr)
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from .runtime import Pipeline
+    from .runtime.profile import profile
+
+    pipe = Pipeline.load(args.model, verify=not args.no_verify, threads=args.threads)
+    prompt, images = _prompt_and_images(args)
+    report = profile(pipe, prompt, images, runs=args.runs, warmup=args.warmup, max_new_tokens=args.max_new_tokens)
+    print(report.table())
+    if args.json:
+        Path(args.json).write_text(report.to_json())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.out)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vlmforge", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("export", help="Hugging Face VLM folder → ONNX graphs + manifest")
+    e.add_argument("model_dir")
+    e.add_argument("-o", "--out", required=True)
+    e.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    e.add_argument("--no-check", action="store_true", help="skip the ONNX-vs-torch check of each graph")
+    e.set_defaults(func=cmd_export)
+
+    def runtime_args(q, max_new=64):
+        q.add_argument("model", help="an exported folder (with manifest.json)")
+        q.add_argument("--image", action="append", help="image file; repeat for several images")
+        q.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt with one <image> per image ('\\n' allowed)")
+        q.add_argument("--max-new-tokens", type=int, default=max_new)
+        q.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
+        q.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
+
+    r = sub.add_parser("run", help="generate text for an image and a prompt")
+    runtime_args(r)
+    r.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    r.add_argument("--temperature", type=float)
+    r.add_argument("--top-k", type=int)
+    r.add_argument("--top-p", type=float)
+    r.add_argument("--repetition-penalty", type=float)
+    r.add_argument("--seed", type=int)
+    r.add_argument("--stop", action="append", help="stop string; repeatable")
+    r.set_defaults(func=cmd_run)
+
+    f = sub.add_parser("profile", help="per-stage latency over several runs")
+    runtime_args(f, max_new=32)
+    f.add_argument("--runs", type=int, default=5)
+    f.add_argument("--warmup", type=int, default=1)
+    f.add_argument("--json", help="write the report as JSON here")
+    f.set_defaults(func=cmd_profile)
+
+    d = sub.add_parser("demo", help="export a model, run it on pictures and print the profile")
+    d.add_argument("--out", help="export into this folder and keep it")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
+        print(f"vlmforge {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The ``hd`` scheme (InternLM-XComposer2-4KHD, "HD_transform"; not in transformers).
+
+Our reading of the original code (InternLM-XComposer ``ixc_utils.py`` / the 4KHD remote code):
+
+* ``HD_transform(img, hd_num)``: portrait images are transposed so width ≥ height; with
+  ratio = w / h the largest ``scale`` with ``scale * ceil(scale / ratio) <= hd_num`` is taken;
+  new_w = scale·336, new_h = int(new_w / ratio); ``torchvision.transforms.functional.resize``
+  on the PIL image (default interpolation: BILINEAR through Pillow); ``padding_336`` pads the
+  height to a multiple of 336 with white, top = int((tar − h) / 2), the rest at the bottom; the
+  image is transposed back. So portrait images are padded left/right, and Pillow resized their
+  transpose (which can change its pass order: ``resize_hcw(transposed=True)``).
+* ``vis_processor``: ToTensor + Normalize(CLIP mean, std).
+* vision tower: the local tiles are the 336×336 blocks of the padded image, row-major; the global
+  view is ``F.interpolate(img, (336, 336), mode="bicubic")`` of the *normalised* padded image
+  (align_corners=False, no antialias, A = −0.75), and comes first.
+* tokens: 24×24 patches merged 2×2 → 12×12 per tile; the global view's 12 rows each end with the
+  learnable newline (``sub_GN``), then one separator (``glb_GN``), then the local grid as
+  h·12 rows of w·12 tokens, each row ending with the newline:
+  (h·w + 1)·144 + 1 + (h + 1)·12 tokens.
+
+Deviation: an image so elongated that int(new_w / ratio) is 0 makes the original crash; we
+raise ValueError instead.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .plan import Placement, Tile, normalise_lut, run_placement
+from .spec import PreprocessSpec, TileLayout
+
+CUBIC_A = -0.75  # torch's bicubic
+
+
+def hd_resize(h: int, w: int, spec: PreprocessSpec) -> tuple[int, int, bool]:
+    """(new_h, new_w, transposed) of HD_transform, in the image's own orientation."""
+    transposed = w < h
+    if transposed:
+        h, w = w, h
+    ratio = w / h
+    scale = 1
+    while scale * math.ceil(scale / ratio) <= spec.max_tiles:
+        scale += 1
+    scale -= 1
+    new_w = int(scale * spec.tile_size)
+    new_h = int(new_w / ratio)
+    if new_h == 0:
+        raise ValueError(
+            f"a {h}×{w} image is too elongated for the hd scheme (it would be resized to 0 pixels); crop it first"
+        )
+    return (new_w, new_h, True) if transposed else (new_h, new_w, False)
+
+
+def hd_plan(image_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[Placement, tuple[int, int]]:
+    """Local-tile placement (tiles 1..rows·cols) and the padded canvas (H, W)."""
+    t = spec.tile_size
+    nh, nw, transposed = hd_resize(*image_hw, spec)
+    ph, pw = math.ceil(nh / t) * t, math.ceil(nw / t) * t
+    offset = (0, (pw - nw) // 2) if transposed else ((ph - nh) // 2, 0)
+    rows, cols = ph // t, pw // t
+    tiles = tuple(Tile(1 + r * cols + c, r * t, c * t, t, t) for r in range(rows) for c in range(cols))
+    return Placement((nh, nw), offset, tiles, transposed=transposed), (ph, pw)
+
+
+def _cubic_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """torch upsample_bicubic2d source indices (out, 4), clamped, and float32 weights (out, 4)."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
+    x0 = np.floor(src)
+    t = src - x0
+    a = np.float32(CUBIC_A)
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    one = np.float32(1.0)
+    w = np.stack([far(t + one), near(t), near(one - t), far(np.float32(2.0) - t)], axis=1).astype(np.float32)
+    idx = np.clip(x0.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :], 0, in_size - 1)
+    return idx, w
+
+
+def global_view(vals, offset, canvas_hw, lut, bg, t: int) -> np.ndarray:
+    """(3, t, t) float32 bicubic view of the normalised padded canvas; ``vals`` (nh, 3, nw) uint8 is
+    the resized image at ``offset``. Only the 4 sampled columns per output are normalised."""
+    ph, pw = canvas_hw
+    top, left = offset
+    nh, nw = vals.shape[0], vals.shape[2]
+    iy, wy = _cubic_taps(ph, t)
+    ix, wx = _cubic_taps(pw, t)
+    bg_vals = lut[np.arange(3), bg].astype(np.float32)  # (3,)
+    r = iy - top  # (t, 4) resized-image row, or outside it (padding)
+    inside_r = (r >= 0) & (r < nh)
+    need = np.unique(r[inside_r])  # only the ≤ 4t sampled rows are ever read
+    pos = np.zeros_like(r)
+    pos[inside_r] = np.searchsorted(need, r[inside_r]) + 1  # 0 stands for every padding row
+    sub = vals[need]  # (n, 3, nw)
+    # horizontal: (n + 1, 3, t), summed tap by tap in torch's order
+    rows = np.empty((need.size + 1, 3, t), dtype=np.float32)
+    for j in range(4):
+        col = ix[:, j] - left  # (t,) resized-image column, or outside it
+        inside = (col >= 0) & (col < nw)
+        taps = np.empty((need.size + 1, 3, t), dtype=np.float32)
+        for c in range(3):
+            taps[1:, c] = lut[c][sub[:, c, np.clip(col, 0, nw - 1)]]
+            taps[1:, c, ~inside] = bg_vals[c]
+            taps[0, c] = bg_vals[c]
+        if j == 0:
+            np.multiply(taps, wx[None, None, :, 0], out=rows)
+        else:
+            rows += taps * wx[None, None, :, j]
+    # vertical: (t, 3, t)
+    out = rows[pos[:, 0]] * wy[:, 0, None, None]
+    for i in range(1, 4):
+        out += rows[pos[:, i]] * wy[:, i, None, None]
+    return out.transpose(1, 0, 2)
+
+
+def hd_num_image_tokens(rows: int, cols: int, spec: PreprocessSpec) -> int:
+    per = spec.tile_size // spec.patch_size // spec.merge_size
+    nl = 1 if spec.image_newline else 0
+    return per * (per + nl) + 1 + rows * per * (cols * per + nl)
+
+
+def hd_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> TileLayout:
+    """Global view into out[0], local tiles into out[1:] (row-major)."""
+    pl, (ph, pw) = hd_plan(image.shape[:2], spec)
+    lut32 = normalise_lut(spec, np.float32)
+    lut = lut32 if out.dtype == np.float32 else normalise_lut(spec, out.dtype)
+    vals = run_placement(image, pl, spec, out, lut)
+    t = spec.tile_size
+    bg = [int(b) for b in spec.background]
+    out[0] = global_view(vals, pl.offset, (ph, pw), lut32, bg, t)  # computed in float32, as the model does
+    rows, cols = ph // t, pw // t
+    return TileLayout(1 + rows * cols, (t, t), hd_num_image_tokens(rows, cols, spec), (rows, cols))
+
+
+def hd_output_shape(image_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[int, int, int, int]:
+    pl, _ = hd_plan(image_hw, spec)
+    return (1 + len(pl.tiles), 3, spec.tile_size, spec.tile_size)

@@ -1,0 +1,107 @@
+"""Repeat a generation and summarise each stage over the runs (median, p90, p95, p99, min, max).
+
+Stage times come from ``GenerationStats``: the same timers ``generate`` always runs, so
+profiling adds no instrumentation of its own. Per-call stages (each decode step) are pooled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .stats import STAGES, GenerationStats
+
+PERCENTILES = {"median_s": 50, "p90_s": 90, "p95_s": 95, "p99_s": 99}
+
+
+def summarise(values: list[float]) -> dict:
+    arr = np.asarray(values, dtype=np.float64)
+    out = {k: float(np.percentile(arr, q)) for k, q in PERCENTILES.items()}
+    out.update(min_s=float(arr.min()), max_s=float(arr.max()), calls=int(arr.size))
+    return out
+
+
+@dataclass
+class ProfileReport:
+    runs: list[GenerationStats]
+    environment: dict = field(default_factory=dict)
+
+    def per_run_stage_totals(self) -> dict[str, list[float]]:
+        stages = [s for s in STAGES if any(s in r.stages for r in self.runs)]
+        return {s: [r.stage_total(s) for r in self.runs] for s in stages}
+
+    def as_dict(self) -> dict:
+        stages = {name: summarise(v) for name, v in self.per_run_stage_totals().items()}
+        steps = [t for r in self.runs for t in r.stages.get("decode", [])]
+        last = self.runs[-1]
+        return {
+            "schema": "vlmforge-profile/1",
+            "runs": len(self.runs),
+            "stages": stages,  # per run totals of each stage
+            "decode_step": summarise(steps) if steps else None,  # each decode step, pooled over runs
+            "ttft_s": float(np.median([r.ttft_s for r in self.runs])),
+            "end_to_end": summarise([r.total_s for r in self.runs]),
+            "decode_tokens_per_s": float(np.median([r.decode_tokens_per_s for r in self.runs])),
+            "prefill_tokens_per_s": float(np.median([r.prefill_tokens_per_s for r in self.runs])),
+            "num_prompt_tokens": last.num_prompt_tokens,
+            "num_image_tokens": last.num_image_tokens,
+            "num_generated_tokens": last.num_generated_tokens,
+            "kv_cache_bytes": last.kv_cache_bytes,
+            "environment": self.environment,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2)
+
+    def table(self) -> str:
+        d = self.as_dict()
+        lines = [f"{'stage':<14}{'median ms':>11}{'p90 ms':>10}{'p95 ms':>10}{'max ms':>10}{'calls':>7}"]
+        rows = dict(d["stages"])
+        if d["decode_step"]:
+            rows["decode/step"] = d["decode_step"]
+        for name, s in rows.items():
+            lines.append(
+                f"{name:<14}{s['median_s'] * 1e3:>11.3f}{s['p90_s'] * 1e3:>10.3f}"
+                f"{s['p95_s'] * 1e3:>10.3f}{s['max_s'] * 1e3:>10.3f}{s['calls']:>7}"
+            )
+        e2e = d["end_to_end"]
+        lines += [
+            f"time to first token   {d['ttft_s'] * 1e3:.2f} ms",
+            f"end to end (median)   {e2e['median_s'] * 1e3:.2f} ms",
+            f"prefill               {d['prefill_tokens_per_s']:.1f} tokens/s ({d['num_prompt_tokens']} tokens, "
+            f"{d['num_image_tokens']} from images)",
+            f"decode                {d['decode_tokens_per_s']:.1f} tokens/s ({d['num_generated_tokens']} generated)",
+            f"KV cache              {d['kv_cache_bytes'] / 1024:.1f} KiB",
+        ]
+        return "\n".join(lines)
+
+
+def environment(pipe) -> dict:
+    import onnxruntime
+
+    from .. import __version__
+
+    return {
+        "vlmforge": __version__,
+        "backend": "onnxruntime",
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "family": pipe.manifest.family,
+        "precision": {name: g.precision for name, g in pipe.manifest.graphs.items()},
+    }
+
+
+def profile(pipe, prompt: str, images: list, runs: int = 5, warmup: int = 1, max_new_tokens: int = 32) -> ProfileReport:
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
+    for _ in range(warmup):
+        pipe.generate(prompt, images=images, max_new_tokens=max_new_tokens)
+    stats = [pipe.generate(prompt, images=images, max_new_tokens=max_new_tokens).stats for _ in range(runs)]
+    return ProfileReport(stats, environment(pipe))

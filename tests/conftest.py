@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny random checkpoints built from transformers configs, exported once per session."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def pytest_configure(config):
+    import logging
+
+    for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory):
+    """A tiny LLaVA (CLIP + Llama, GQA) and its export: (model_dir, export_dir)."""
+    from vlmforge.export import export_model
+    from vlmforge.export.tiny import make_tiny_llava
+
+    root = tmp_path_factory.mktemp("tiny_llava")
+    model_dir = make_tiny_llava(root / "hf", text="llama", kv_heads=2)
+    export_model(model_dir, root / "out")
+    return model_dir, root / "out"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def random_images(rng, sizes):
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]

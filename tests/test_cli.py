@@ -1,0 +1,41 @@
+"""The command line: export → run → profile, and errors as one clear line (exit code 2)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from vlmforge.cli import main
+
+
+def test_export_run_profile(tiny_llava, tmp_path, capsys):
+    model_dir, _ = tiny_llava
+    out = tmp_path / "out"
+    assert main(["export", str(model_dir), "-o", str(out)]) == 0
+    assert "exported llava" in capsys.readouterr().out
+    img = tmp_path / "cat.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(img)
+    prompt = "USER: <image>\\nWhat is in the picture? ASSISTANT:"
+    assert main(["run", str(out), "--image", str(img), "--prompt", prompt, "--max-new-tokens", "5"]) == 0
+    assert "5 tokens" in capsys.readouterr().err
+    report = tmp_path / "profile.json"
+    args = ["profile", str(out), "--image", str(img), "--runs", "3", "--max-new-tokens", "6", "--json", str(report)]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "time to first token" in table and "decode/step" in table
+    data = json.loads(report.read_text())
+    assert data["runs"] == 3
+    for stage in ("image_decode", "preprocess", "vision", "connector", "merge", "prefill", "decode"):
+        assert data["stages"][stage]["median_s"] > 0
+    assert data["decode_step"]["calls"] == 3 * 5  # the first token comes from prefill
+    assert data["decode_tokens_per_s"] > 0 and data["ttft_s"] > 0
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("vlmforge export: error:") and "Traceback" not in err
+    assert main(["run", str(tmp_path), "--image", "x.png"]) == 2
+    assert "manifest.json" in capsys.readouterr().err
