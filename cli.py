@@ -51,6 +51,11 @@ def cmd_profile(args) -> int:
     if args.json:
         Path(args.json).write_text(report.to_json())
         print(f"wrote {args.json}")
+    if args.trace:
+        from .runtime.trace import write_trace
+
+        write_trace(report.runs, args.trace)
+        print(f"wrote {args.trace} (open it in https://ui.perfetto.dev)")
     return 0
 
 
@@ -95,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--runs", type=int, default=5)
     f.add_argument("--warmup", type=int, default=1)
     f.add_argument("--json", help="write the report as JSON here")
+    f.add_argument("--trace", help="write a Chrome trace (Perfetto) here: one track per stage")
     f.set_defaults(func=cmd_profile)
 
     d = sub.add_parser("demo", help="export a model, run it on pictures and print the profile")

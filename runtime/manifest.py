@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..kernels.spec import PreprocessSpec, from_dict
+from .engines import EnginesSpec
 from .errors import ManifestError
 
 FORMAT = "vlmforge-manifest"
@@ -125,6 +126,7 @@ class Manifest:
     format: str = FORMAT
     version: int = VERSION
     vlmforge_version: str = ""
+    engines: EnginesSpec | None = None  # TensorRT plans, written by `vlmforge build`
 
     def __post_init__(self):
         if self.format != FORMAT:
@@ -145,6 +147,8 @@ class Manifest:
         self.capabilities = _as(Capabilities, self.capabilities)
         self.generation = _as(GenerationDefaults, self.generation)
         self.artifacts = {k: _as(Artifact, v) for k, v in self.artifacts.items()}
+        if self.engines is not None:
+            self.engines = _as(EnginesSpec, self.engines)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)

@@ -100,10 +100,12 @@ class Pipeline:
         messages=None,
         max_new_tokens: int | None = None,
         stop: list[str] | None = None,
+        timer: StageTimer | None = None,
+        ignore_eos: bool = False,
         **sampling,
     ) -> Iterator[str]:
         start = time.perf_counter()
-        timer = StageTimer()
+        timer = StageTimer() if timer is None else timer
         images = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
         image_embeds = [self.encode_image(img, timer) for img in images]
         prepared = self.prepare_prompt(prompt, messages, len(images), [e.shape[0] for e in image_embeds])
@@ -112,7 +114,8 @@ class Pipeline:
             inputs_embeds = self.merge(prepared, image_embeds)
         logits = prefill(self.decoder, inputs_embeds, timer)
         sampler = Sampler(self._sampling_params(sampling))
-        eos = set(self.manifest.tokenizer.eos_token_ids)
+        # ignore_eos: profiling decodes exactly max_new_tokens, like benchmark harnesses do
+        eos = set() if ignore_eos else set(self.manifest.tokenizer.eos_token_ids)
         text = TextAssembler(self.tokenizer.stream(), stop or [])
         generated, ttft, reason = [], 0.0, "length"
         for token in generate_tokens(self.decoder, self.embed_table, logits, prepared.input_ids, sampler, max_new, eos, timer):
@@ -133,6 +136,7 @@ class Pipeline:
             yield tail
         stats = GenerationStats(
             stages=dict(timer.times),
+            starts=dict(timer.starts),
             num_prompt_tokens=len(prepared.input_ids),
             num_image_tokens=prepared.num_image_tokens,
             num_generated_tokens=len(generated),

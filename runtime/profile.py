@@ -29,6 +29,7 @@ def summarise(values: list[float]) -> dict:
 class ProfileReport:
     runs: list[GenerationStats]
     environment: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
 
     def per_run_stage_totals(self) -> dict[str, list[float]]:
         stages = [s for s in STAGES if any(s in r.stages for r in self.runs)]
@@ -51,6 +52,7 @@ class ProfileReport:
             "num_image_tokens": last.num_image_tokens,
             "num_generated_tokens": last.num_generated_tokens,
             "kv_cache_bytes": last.kv_cache_bytes,
+            "memory": self.memory,
             "environment": self.environment,
         }
 
@@ -76,6 +78,8 @@ class ProfileReport:
             f"{d['num_image_tokens']} from images)",
             f"decode                {d['decode_tokens_per_s']:.1f} tokens/s ({d['num_generated_tokens']} generated)",
             f"KV cache              {d['kv_cache_bytes'] / 1024:.1f} KiB",
+            f"peak RSS              {self.memory.get('peak_rss_bytes', 0) / 2**20:.1f} MiB "
+            f"(artifacts {sum(self.memory.get('artifact_bytes', {}).values()) / 2**20:.1f} MiB)",
         ]
         return "\n".join(lines)
 
@@ -98,10 +102,28 @@ def environment(pipe) -> dict:
     }
 
 
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process (Linux reports ru_maxrss in KiB, macOS in bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def memory(pipe) -> dict:
+    return {
+        "peak_rss_bytes": peak_rss_bytes(),
+        "artifact_bytes": {name: a.bytes for name, a in pipe.manifest.artifacts.items()},
+    }
+
+
 def profile(pipe, prompt: str, images: list, runs: int = 5, warmup: int = 1, max_new_tokens: int = 32) -> ProfileReport:
+    """Run ``warmup`` + ``runs`` greedy generations; EOS is ignored so every run decodes the same count."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
+    kwargs = dict(images=images, max_new_tokens=max_new_tokens, ignore_eos=True)
     for _ in range(warmup):
-        pipe.generate(prompt, images=images, max_new_tokens=max_new_tokens)
-    stats = [pipe.generate(prompt, images=images, max_new_tokens=max_new_tokens).stats for _ in range(runs)]
-    return ProfileReport(stats, environment(pipe))
+        pipe.generate(prompt, **kwargs)
+    stats = [pipe.generate(prompt, **kwargs).stats for _ in range(runs)]
+    return ProfileReport(stats, environment(pipe), memory(pipe))

@@ -12,10 +12,16 @@ STAGES = ("image_decode", "preprocess", "vision", "connector", "merge", "prefill
 
 
 class StageTimer:
-    """Appends the monotonic wall time of each ``with timer(stage):`` block to ``times[stage]``."""
+    """Appends the monotonic wall time of each ``with timer(stage):`` block to ``times[stage]``
+    and its start (perf_counter seconds) to ``starts[stage]``, for traces.
+
+    Engine calls on CPU backends return when their outputs are ready, so a host clock around
+    them measures the work; GPU backends synchronise their stream before the block ends.
+    """
 
     def __init__(self):
         self.times: dict[str, list[float]] = defaultdict(list)
+        self.starts: dict[str, list[float]] = defaultdict(list)
 
     @contextmanager
     def __call__(self, stage: str):
@@ -24,11 +30,24 @@ class StageTimer:
             yield
         finally:
             self.times[stage].append(time.perf_counter() - start)
+            self.starts[stage].append(start)
+
+
+class NullTimer:
+    """Times nothing: used to measure what the timers themselves cost."""
+
+    times: dict = {}
+    starts: dict = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        yield
 
 
 @dataclass
 class GenerationStats:
     stages: dict[str, list[float]] = field(default_factory=dict)  # stage → seconds per call
+    starts: dict[str, list[float]] = field(default_factory=dict)  # stage → perf_counter start per call
     num_prompt_tokens: int = 0
     num_image_tokens: int = 0
     num_generated_tokens: int = 0

@@ -21,7 +21,9 @@ def test_export_run_profile(tiny_llava, tmp_path, capsys):
     assert main(["run", str(out), "--image", str(img), "--prompt", prompt, "--max-new-tokens", "5"]) == 0
     assert "5 tokens" in capsys.readouterr().err
     report = tmp_path / "profile.json"
-    args = ["profile", str(out), "--image", str(img), "--runs", "3", "--max-new-tokens", "6", "--json", str(report)]
+    trace = tmp_path / "trace.json"
+    args = ["profile", str(out), "--image", str(img), "--runs", "3", "--max-new-tokens", "6", "--json", str(report),
+            "--trace", str(trace)]
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "time to first token" in table and "decode/step" in table
@@ -31,6 +33,15 @@ def test_export_run_profile(tiny_llava, tmp_path, capsys):
         assert data["stages"][stage]["median_s"] > 0
     assert data["decode_step"]["calls"] == 3 * 5  # the first token comes from prefill
     assert data["decode_tokens_per_s"] > 0 and data["ttft_s"] > 0
+    for key in ("median_s", "p90_s", "p95_s", "p99_s", "min_s", "max_s"):
+        assert key in data["stages"]["prefill"]
+    assert data["memory"]["peak_rss_bytes"] > 0 and "llm.onnx" in data["memory"]["artifact_bytes"]
+    events = json.loads(trace.read_text())["traceEvents"]
+    tracks = {e["args"]["name"] for e in events if e["name"] == "thread_name"}
+    assert {"vision", "prefill", "decode", "sample"} <= tracks
+    slices = [e for e in events if e["ph"] == "X"]
+    assert sum(e["name"] == "decode" for e in slices) == 3 * 5
+    assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in slices)
 
 
 def test_errors_are_one_line(tmp_path, capsys):
