@@ -59,6 +59,8 @@ def _export_into(family, model_dir: Path, tmp: Path, check: bool) -> Manifest:
             log.info("%s graph exported, max |onnx - torch| = %.2e", g.name, err)
     embed = fam.embed_tokens.float().numpy()
     np.save(tmp / "embed_tokens.npy", embed)
+    for name, array in fam.extra_arrays.items():
+        np.save(tmp / name, array)
     tokenizer = export_tokenizer(model_dir, tmp, fam.image.image_token, fam.image.image_token_id)
     manifest = Manifest(
         family=fam.family,

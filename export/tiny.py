@@ -109,12 +109,16 @@ def make_tiny_llava(
     select_strategy: str = "default",
     pad_to_square: bool = False,
     max_positions: int = 256,
+    grid_pinpoints: list[list[int]] | None = None,
     seed: int = 0,
 ) -> Path:
-    """Write a random ``LlavaForConditionalGeneration`` checkpoint (+ tokenizer, processor) to ``out_dir``."""
+    """Write a random LLaVA checkpoint (+ tokenizer, processor) to ``out_dir``.
+
+    With ``grid_pinpoints`` it is a ``LlavaNextForConditionalGeneration`` (AnyRes tiling, tiles of
+    ``image_size``), otherwise a ``LlavaForConditionalGeneration``.
+    """
     import torch
-    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from transformers import CLIPVisionConfig
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,31 +135,49 @@ def make_tiny_llava(
         projection_dim=vision_hidden,
     )
     num_patches = (image_size // patch_size) ** 2
-    config = LlavaConfig(
+    config_cls, model_cls, extra = _classes(grid_pinpoints)
+    config = config_cls(
         vision_config=vision,
         text_config=_text_config(text, vocab_size, hidden, layers, heads, kv_heads, max_positions),
         image_token_index=image_token_id,
         image_seq_length=num_patches + (0 if select_strategy == "default" else 1),
         vision_feature_layer=feature_layer,
         vision_feature_select_strategy=select_strategy,
+        **extra,
     )
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
+    model = model_cls(config).eval()
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size},
-        crop_size={"height": image_size, "width": image_size},
-        do_pad=pad_to_square,
-    )
-    processor.save_pretrained(out)
-    _patch_json(out / "preprocessor_config.json", {"image_processor_type": "CLIPImageProcessor"})
+    _image_processor(image_size, pad_to_square, grid_pinpoints).save_pretrained(out)
+    kind = "LlavaNextImageProcessor" if grid_pinpoints else "CLIPImageProcessor"
+    _patch_json(out / "preprocessor_config.json", {"image_processor_type": kind})
     if pad_to_square:
         _patch_json(out / "config.json", {"image_aspect_ratio": "pad"})
     return out
+
+
+def _classes(grid_pinpoints):
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    if grid_pinpoints:
+        return LlavaNextConfig, LlavaNextForConditionalGeneration, {"image_grid_pinpoints": grid_pinpoints}
+    return LlavaConfig, LlavaForConditionalGeneration, {}
+
+
+def _image_processor(image_size: int, pad_to_square: bool, grid_pinpoints):
+    size = {"shortest_edge": image_size}
+    crop = {"height": image_size, "width": image_size}
+    if grid_pinpoints:
+        from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+        return LlavaNextImageProcessorPil(size=size, crop_size=crop, image_grid_pinpoints=grid_pinpoints)
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(size=size, crop_size=crop, do_pad=pad_to_square)
 
 
 def _patch_json(path: Path, updates: dict) -> None:

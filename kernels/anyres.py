@@ -108,7 +108,11 @@ def anyres_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> Ti
     lut = normalise_lut(spec, out.dtype)
     run_placement(image, base, spec, out, lut)
     run_placement(image, grid, spec, out, lut)
-    h, w = image.shape[:2]
+    return anyres_tiles_layout(image.shape[:2], spec)
+
+
+def anyres_tiles_layout(image_hw: tuple[int, int], spec: PreprocessSpec) -> TileLayout:
+    h, w = image_hw
     rows, cols, _, _ = unpadded_grid(h, w, spec)
     t = spec.tile_size
     return TileLayout(1 + rows * cols, (t, t), anyres_num_image_tokens(h, w, spec), (rows, cols))

@@ -135,7 +135,12 @@ def hd_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> TileLa
     t = spec.tile_size
     bg = [int(b) for b in spec.background]
     out[0] = global_view(vals, pl.offset, (ph, pw), lut32, bg, t)  # computed in float32, as the model does
-    rows, cols = ph // t, pw // t
+    return hd_layout((ph, pw), spec)
+
+
+def hd_layout(canvas_hw: tuple[int, int], spec: PreprocessSpec) -> TileLayout:
+    t = spec.tile_size
+    rows, cols = canvas_hw[0] // t, canvas_hw[1] // t
     return TileLayout(1 + rows * cols, (t, t), hd_num_image_tokens(rows, cols, spec), (rows, cols))
 
 

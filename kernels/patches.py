@@ -40,8 +40,14 @@ def patches_plan(image_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[Place
 
 
 def patches_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> TileLayout:
-    pl, rows, cols = patches_plan(image.shape[:2], spec)
+    pl, _, _ = patches_plan(image.shape[:2], spec)
     run_placement(image, pl, spec, out, normalise_lut(spec, out.dtype))
+    return patches_layout(image.shape[:2], spec)
+
+
+def patches_layout(image_hw: tuple[int, int], spec: PreprocessSpec) -> TileLayout:
+    """rows·cols patches; with ``image_newline`` a newline token after every row (FuyuProcessor)."""
+    _, rows, cols = patches_plan(image_hw, spec)
     tokens = rows * (cols + 1) if spec.image_newline else rows * cols
     return TileLayout(rows * cols, (spec.patch_size, spec.patch_size), tokens, (rows, cols))
 

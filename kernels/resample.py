@@ -10,7 +10,8 @@ Each pass is a banded matrix product, done as dense blocks of ``BLOCK`` outputs 
 (BLAS sgemm). float32 is *not* exact here: a product pixel × coefficient needs up to 30 bits.
 The error is bounded (see ``_ambiguity``), so outputs whose float32 sum lies within that bound
 of a rounding boundary — about 0.1 % of them — are recomputed exactly in float64, which holds
-these integer sums exactly (|sum| < 2^31). Result: Pillow's exact uint8 values at sgemm speed.
+these integer sums exactly (|sum| < 2^31); blocks full of exact ties are redone in float64
+outright. Result: Pillow's exact uint8 values at sgemm speed.
 Only the output window that is actually needed (a centre crop, a tile) is computed.
 """
 
@@ -21,8 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .blas import single_thread_blas
+
 PRECISION_BITS = 32 - 8 - 2  # Pillow: Resample.c
-BLOCK = 32  # outputs per dense block: larger blocks waste more zero taps, smaller ones starve BLAS
+BLOCK = 32  # outputs per dense block: larger blocks waste more zero taps, smaller ones cost more calls
 STRIP_ELEMS = 1 << 19  # uint8 → float32 elements converted at a time in the first pass (2 MiB)
 
 
@@ -142,7 +145,11 @@ def _clip8_block(a: np.ndarray, dense: np.ndarray, start: np.ndarray, weight: np
     out = np.floor(t)
     t -= out  # fractional part
     m, o = np.nonzero((t < amb) | (t > 1.0 - amb))
-    if m.size:
+    if m.size > t.size // 32:
+        # many exact ties (scales like 2× give binary-fraction weights): redo the block in float64
+        exact = a.astype(np.float64) @ dense.astype(np.float64)
+        out = np.floor((exact + (1 << (PRECISION_BITS - 1))) * 2.0**-PRECISION_BITS)
+    elif m.size:
         taps = np.minimum(start[o][:, None] + np.arange(weight.shape[1]), a.shape[1] - 1)
         exact = (a[m[:, None], taps].astype(np.float64) * weight[o]).sum(axis=1)
         out[m, o] = np.floor((exact + (1 << (PRECISION_BITS - 1))) / (1 << PRECISION_BITS))
@@ -228,6 +235,12 @@ def resize_hcw(image, height, width, resample, rows=None, cols=None, transposed=
     cols = slice(0, width) if cols is None else cols
     cv = _axis_coeffs(in_h, height, resample, rows)
     ch = _axis_coeffs(in_w, width, resample, cols)
+    with single_thread_blas():
+        return _two_passes(image, height, width, cv, ch, transposed)
+
+
+def _two_passes(image, height, width, cv: Coeffs, ch: Coeffs, transposed: bool) -> np.ndarray:
+    in_h, in_w = image.shape[:2]
     src = image.transpose(0, 2, 1)  # (H, 3, W) view
     if transposed:
         vertical_first = not pillow_vertical_first(in_w, in_h, width, height)

@@ -24,7 +24,7 @@ class PreprocessSpec:
     optional centre ``crop`` = [h, w], then ``(x * rescale_factor - mean) / std`` per channel.
 
     anyres (LLaVA-NeXT): the base image resized to ``tile_size``² plus the best ``grid_pinpoints``
-    resolution (aspect kept, ``background`` padding centred) cut into ``tile_size`` tiles;
+    resolution (aspect kept, centred on 0-padding as transformers pads) cut into ``tile_size`` tiles;
     ``patch_size`` is the vision tower's, used to count tokens after unpadding + ``image_newline``.
 
     hd (InternLM-XComposer2-4KHD): aspect kept, at most ``max_tiles`` local ``tile_size`` tiles,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..kernels.spec import PreprocessSpec, from_dict
 from .engines import EnginesSpec
+from .engines import EnginesSpec
 from .errors import ManifestError
 
 FORMAT = "vlmforge-manifest"
@@ -88,6 +89,7 @@ class ImageSpec:
     image_token: str  # the placeholder users write ("<image>")
     image_token_id: int  # the id every image slot carries in input_ids
     preprocess: PreprocessSpec
+    newline_path: str | None = None  # (hidden,) .npy appended after every row of image tokens
 
     def __post_init__(self):
         if isinstance(self.preprocess, dict):
@@ -127,6 +129,7 @@ class Manifest:
     version: int = VERSION
     vlmforge_version: str = ""
     engines: EnginesSpec | None = None  # TensorRT plans, written by `vlmforge build`
+    engines: EnginesSpec | None = None  # TensorRT plans, written by `vlmforge build`
 
     def __post_init__(self):
         if self.format != FORMAT:
@@ -147,6 +150,8 @@ class Manifest:
         self.capabilities = _as(Capabilities, self.capabilities)
         self.generation = _as(GenerationDefaults, self.generation)
         self.artifacts = {k: _as(Artifact, v) for k, v in self.artifacts.items()}
+        if self.engines is not None:
+            self.engines = _as(EnginesSpec, self.engines)
         if self.engines is not None:
             self.engines = _as(EnginesSpec, self.engines)
 

@@ -12,13 +12,13 @@ import numpy as np
 
 from ..kernels import tile_and_patchify
 from .decode import generate_tokens, prefill
+from .backends import open_backend
 from .errors import PromptError
+from .features import pack_image_features
 from .images import load_image
-from .kv_cache import OrtDecoder
 from .manifest import Manifest, load_manifest
 from .prompt import PreparedPrompt, expand_image_slots, render_messages
 from .sampling import Sampler, SamplingParams
-from .session import open_session
 from .stats import GenerationStats, StageTimer
 from .stream import TextAssembler
 from .tokenizer import TextTokenizer
@@ -33,21 +33,22 @@ class GenerationResult:
 
 
 class Pipeline:
-    def __init__(self, root: Path, manifest: Manifest, backend: str = "onnxruntime", threads: int | None = None):
+    def __init__(self, root: Path, manifest: Manifest, backend: str = "auto", threads: int | None = None, verify: bool = True):
         self.root = root
         self.manifest = manifest
         self.tokenizer = TextTokenizer(root, manifest.tokenizer)
-        self.vision = open_session(root, manifest.graphs["vision"], backend, threads)
-        self.connector = open_session(root, manifest.graphs["connector"], backend, threads)
-        self.decoder = OrtDecoder(open_session(root, manifest.graphs["llm"], backend, threads), manifest.llm)
+        # backend "auto": TensorRT when the folder has engines and this machine can run them
+        self.backend, self.vision, self.connector, self.decoder = open_backend(root, manifest, backend, threads, verify)
         # (vocab, hidden), memory-mapped: rows are read on demand, never loaded twice
         self.embed_table = np.load(root / manifest.embeddings.name, mmap_mode="r")
+        newline = manifest.image.newline_path
+        self.image_newline = np.load(root / newline) if newline else None  # (hidden,)
         self.last_result: GenerationResult | None = None
 
     @classmethod
-    def load(cls, model_dir: str | Path, backend: str = "onnxruntime", verify: bool = True, threads=None) -> "Pipeline":
+    def load(cls, model_dir: str | Path, backend: str = "auto", verify: bool = True, threads=None) -> "Pipeline":
         root = Path(model_dir)
-        return cls(root, load_manifest(root, verify=verify), backend, threads)
+        return cls(root, load_manifest(root, verify=verify), backend, threads, verify)
 
     # -- stages -----------------------------------------------------------------------------
     def encode_image(self, image, timer: StageTimer) -> np.ndarray:
@@ -60,7 +61,7 @@ class Pipeline:
             features = self.vision.run({"pixel_values": pixels})["image_features"]
         with timer("connector"):
             embeds = self.connector.run({"image_features": features})["image_embeds"]
-        embeds = embeds.reshape(-1, embeds.shape[-1])
+        embeds = pack_image_features(embeds, rgb.shape[:2], self.manifest.image.preprocess, self.image_newline)
         assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
         return embeds
 
@@ -147,7 +148,7 @@ class Pipeline:
         self.last_result = GenerationResult(text.text, generated, stats, reason)
 
     def _budget(self, prepared: PreparedPrompt, max_new_tokens: int | None) -> int:
-        limit = self.manifest.llm.max_context
+        limit = getattr(self.decoder, "max_context", self.manifest.llm.max_context)  # engines may hold fewer
         n = len(prepared.input_ids)
         if n >= limit:
             raise PromptError(

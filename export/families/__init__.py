@@ -13,6 +13,7 @@ from pathlib import Path
 # folder name → the model_types that load through it
 FAMILIES = {
     "llava": ("llava",),
+    "llava_next": ("llava_next",),
 }
 _ALIASES = {model_type: folder for folder, types in FAMILIES.items() for model_type in types}
 

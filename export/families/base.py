@@ -7,7 +7,9 @@ which capability flags the runtime must honour. Nothing outside the folder knows
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 import torch
 
@@ -26,3 +28,4 @@ class FamilyExport:
     capabilities: Capabilities
     source_config: dict
     atol: float = 1e-4  # export-time check of each graph against its torch module
+    extra_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # file name → array (.npy artifacts)

@@ -1,0 +1,132 @@
+"""The LLM step on TensorRT, with the KV cache resident on the GPU. Same interface as
+``kv_cache.OrtDecoder``: ``reset()``, ``step(inputs_embeds, position_ids) -> logits (vocab,)``,
+``.cache.num_tokens``, ``.cache.nbytes``.
+
+Cache layout: the exported graph reads ``past_key_values.{i}.*`` (1, kv_heads, past, head_dim)
+and writes ``present.{i}.*`` (1, kv_heads, past + seq, head_dim) = concat(past, new). Both are
+contiguous, so the head stride changes with the length: the cache cannot grow in place, and
+TensorRT may not write an output into a buffer it is reading. So two buffer sets, each sized
+for max_context, alternate: a step reads set A as past and writes set B as present, the next
+step reads B and writes A (ping-pong). No cache byte crosses the PCIe bus or is copied by us;
+the price is 2× the cache memory.
+
+Profiles (see export/tensorrt/profiles.py): context 0 runs profile 0 (prefill, empty cache),
+context 1 runs profile 1 (decode, one token). Logits come back through pinned host memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PromptError
+from .kv_cache import cache_names
+from .manifest import Manifest
+from .tensorrt_session import deserialize, set_shape, tensor_dtype
+
+PREFILL, DECODE = 0, 1
+
+
+class TrtKVCache:
+    """Two sets of per-layer key/value device buffers, each (1, kv_heads, max_context, head_dim)."""
+
+    def __init__(self, manifest: Manifest, dtype: np.dtype, max_context: int):
+        from .cuda import DeviceBuffer
+
+        llm = manifest.llm
+        self.past_names, self.present_names = cache_names(llm.num_layers)
+        self.per_token = llm.num_kv_heads * llm.head_dim * dtype.itemsize  # bytes per token per tensor
+        capacity = self.per_token * max_context
+        self.sets = [[DeviceBuffer(capacity) for _ in self.past_names] for _ in range(2)]
+        self.current = 0  # index of the set holding the cache
+        self.num_tokens = 0
+
+    def reset(self) -> None:
+        self.current, self.num_tokens = 0, 0  # stale bytes are never read: shapes say how many are valid
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of cache in use (both K and V, all layers) — comparable with OrtKVCache.nbytes."""
+        return self.per_token * len(self.past_names) * self.num_tokens
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(b.nbytes for s in self.sets for b in s)
+
+
+class TrtDecoder:
+    def __init__(self, root: Path, manifest: Manifest):
+        from .cuda import DeviceBuffer, EventTimer, PinnedArray, Stream
+
+        spec, engine_spec = manifest.graphs["llm"], manifest.engines.graphs["llm"]
+        self.engine = deserialize(root, engine_spec, spec)
+        self.max_context = manifest.engines.max_context
+        self.stream = Stream()
+        self.contexts = [self.engine.create_execution_context(), self.engine.create_execution_context()]
+        self.contexts[DECODE].set_optimization_profile_async(DECODE, self.stream.handle)
+        self.cache = TrtKVCache(manifest, tensor_dtype(self.engine, "past_key_values.0.key"), self.max_context)
+        hidden, n = manifest.llm.hidden_size, self.max_context
+        self.embeds_dtype = tensor_dtype(self.engine, "inputs_embeds")
+        self.embeds = DeviceBuffer(n * hidden * self.embeds_dtype.itemsize)  # (1, seq, hidden)
+        self.positions = DeviceBuffer(n * 8)  # (1, seq) int64
+        self.mask = DeviceBuffer(n * 8)  # (1, total) int64, all ones: written once
+        ones = np.ones(n, dtype=np.int64)  # alive until the synchronize at the end of __init__
+        self.stream.copy_to_device(self.mask.ptr, ones)
+        self.kv_heads, self.head_dim = manifest.llm.num_kv_heads, manifest.llm.head_dim
+        self.logits_dtype = tensor_dtype(self.engine, "logits")
+        self.logits = DeviceBuffer(manifest.llm.vocab_size * self.logits_dtype.itemsize)
+        self.host_logits = PinnedArray((manifest.llm.vocab_size,), self.logits_dtype)
+        self.host_embeds = PinnedArray((n, hidden), self.embeds_dtype)
+        self.host_positions = PinnedArray((n,), np.int64)
+        self.timer = EventTimer(self.stream)
+        self.last_gpu_s = 0.0  # GPU time of the last step (CUDA events)
+        self.stream.synchronize()
+
+    def reset(self) -> None:
+        self.cache.reset()
+
+    def step(self, inputs_embeds: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+        """inputs_embeds (1, s, d), position_ids (1, s) int64 → logits (vocab,) float32."""
+        seq, past = inputs_embeds.shape[1], self.cache.num_tokens
+        total = past + seq
+        if total > self.max_context:
+            raise PromptError(f"{total} tokens exceed the {self.max_context} the TensorRT engine was built for; "
+                              "rebuild with a larger --max-context or shorten the prompt")
+        if past and seq != 1:
+            raise PromptError("the TensorRT decode profile takes one token at a time after the prefill")
+        profile = PREFILL if past == 0 else DECODE
+        context = self.contexts[profile]
+        self._stage_inputs(context, profile, inputs_embeds, position_ids, total)
+        self._bind_cache(context, profile, past)
+        context.set_tensor_address("logits", self.logits.ptr)
+        self.timer.start()
+        if not context.execute_async_v3(self.stream.handle):
+            raise RuntimeError("TensorRT failed to run the llm engine (see its log above)")
+        self.timer.stop()
+        self.stream.copy_to_host(self.host_logits.array, self.logits.ptr)
+        self.stream.synchronize()
+        self.last_gpu_s = self.timer.elapsed_s()
+        self.cache.current, self.cache.num_tokens = 1 - self.cache.current, total
+        return self.host_logits.array.astype(np.float32)  # a copy: the pinned buffer is reused
+
+    def _stage_inputs(self, context, profile, inputs_embeds, position_ids, total) -> None:
+        seq = inputs_embeds.shape[1]
+        embeds = self.host_embeds.array[:seq]
+        embeds[...] = inputs_embeds[0]
+        positions = self.host_positions.array[:seq]
+        positions[...] = position_ids[0]
+        self.stream.copy_to_device(self.embeds.ptr, embeds)
+        self.stream.copy_to_device(self.positions.ptr, positions)
+        for name, shape, buf in (("inputs_embeds", (1, seq, embeds.shape[1]), self.embeds),
+                                 ("attention_mask", (1, total), self.mask), ("position_ids", (1, seq), self.positions)):
+            set_shape(context, name, shape, self.engine, profile)
+            context.set_tensor_address(name, buf.ptr)
+
+    def _bind_cache(self, context, profile, past: int) -> None:
+        cache = self.cache
+        read, write = cache.sets[cache.current], cache.sets[1 - cache.current]
+        for name, present, src, dst in zip(cache.past_names, cache.present_names, read, write):
+            set_shape(context, name, (1, self.kv_heads, past, self.head_dim), self.engine, profile)
+            context.set_tensor_address(name, src.ptr)
+            context.set_tensor_address(present, dst.ptr)
