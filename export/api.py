@@ -61,6 +61,8 @@ def _export_into(family, model_dir: Path, tmp: Path, check: bool) -> Manifest:
     np.save(tmp / "embed_tokens.npy", embed)
     for name, array in fam.extra_arrays.items():
         np.save(tmp / name, array)
+    for name, text in fam.extra_files.items():
+        (tmp / name).write_text(text)
     tokenizer = export_tokenizer(model_dir, tmp, fam.image.image_token, fam.image.image_token_id)
     manifest = Manifest(
         family=fam.family,

@@ -41,6 +41,18 @@ class VisionFeatures(nn.Module):
         return states[0] if len(states) == 1 else torch.cat(states, dim=-1)
 
 
+class VisionLastHidden(nn.Module):
+    """pixel_values (tiles, 3, H, W) → the tower's last_hidden_state (tiles, 1 + patches, width)
+    (post-layernorm included where the tower has one, as BLIP / BLIP-2 read it)."""
+
+    def __init__(self, vision_model: nn.Module):
+        super().__init__()
+        self.vision_model = vision_model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.vision_model(pixel_values=pixel_values, return_dict=True).last_hidden_state
+
+
 def _encoder_layers(vision_tower: nn.Module) -> nn.ModuleList:
     for path in ("vision_model.encoder.layers", "encoder.layers"):
         module = vision_tower

@@ -41,8 +41,10 @@ _CORPUS = [
 ]
 
 
-def train_tokenizer(vocab_size: int = 400):
-    """A byte-level BPE whose post-processor prepends ``<s>`` like Llama's; returns a transformers tokenizer."""
+def train_tokenizer(vocab_size: int = 400, corpus: list[str] | None = None):
+    """A byte-level BPE whose post-processor prepends ``<s>`` like Llama's; returns a transformers tokenizer.
+
+    ``corpus`` is the training text (default: the small built-in multilingual one)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -55,7 +57,7 @@ def train_tokenizer(vocab_size: int = 400):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator((_CORPUS if corpus is None else corpus) * 4, trainer=trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ..kernels.spec import PreprocessSpec, from_dict
 from .engines import EnginesSpec
-from .engines import EnginesSpec
 from .errors import ManifestError
 
 FORMAT = "vlmforge-manifest"
@@ -59,6 +58,7 @@ class Capabilities:
     image_newline: bool = False
     cross_attention: bool = False
     token_type_experts: bool = False
+    connector_text_inputs: bool = False  # the connector also reads the prompt (InstructBLIP's Q-Former)
 
 
 @dataclass
@@ -90,10 +90,19 @@ class ImageSpec:
     image_token_id: int  # the id every image slot carries in input_ids
     preprocess: PreprocessSpec
     newline_path: str | None = None  # (hidden,) .npy appended after every row of image tokens
+    # "inline": the prompt holds one placeholder per image; "prefix": image slots go first,
+    # before BOS, and the prompt holds none (BLIP-2's layout)
+    placement: str = "inline"
+    # the tokenizer of the connector's text inputs (qformer_input_ids), when it has them
+    connector_tokenizer: "TokenizerSpec | None" = None
 
     def __post_init__(self):
         if isinstance(self.preprocess, dict):
             self.preprocess = from_dict(PreprocessSpec, self.preprocess)
+        if isinstance(self.connector_tokenizer, dict):
+            self.connector_tokenizer = from_dict(TokenizerSpec, self.connector_tokenizer)
+        if self.placement not in ("inline", "prefix"):
+            raise ManifestError(f"unknown image placement {self.placement!r}; expected 'inline' or 'prefix'")
 
 
 @dataclass
@@ -129,7 +138,6 @@ class Manifest:
     version: int = VERSION
     vlmforge_version: str = ""
     engines: EnginesSpec | None = None  # TensorRT plans, written by `vlmforge build`
-    engines: EnginesSpec | None = None  # TensorRT plans, written by `vlmforge build`
 
     def __post_init__(self):
         if self.format != FORMAT:
@@ -150,8 +158,6 @@ class Manifest:
         self.capabilities = _as(Capabilities, self.capabilities)
         self.generation = _as(GenerationDefaults, self.generation)
         self.artifacts = {k: _as(Artifact, v) for k, v in self.artifacts.items()}
-        if self.engines is not None:
-            self.engines = _as(EnginesSpec, self.engines)
         if self.engines is not None:
             self.engines = _as(EnginesSpec, self.engines)
 

@@ -17,7 +17,7 @@ from .errors import PromptError
 from .features import pack_image_features
 from .images import load_image
 from .manifest import Manifest, load_manifest
-from .prompt import PreparedPrompt, expand_image_slots, render_messages
+from .prompt import PreparedPrompt, expand_image_slots, prefix_image_placeholders, render_messages
 from .sampling import Sampler, SamplingParams
 from .stats import GenerationStats, StageTimer
 from .stream import TextAssembler
@@ -41,6 +41,8 @@ class Pipeline:
         self.backend, self.vision, self.connector, self.decoder = open_backend(root, manifest, backend, threads, verify)
         # (vocab, hidden), memory-mapped: rows are read on demand, never loaded twice
         self.embed_table = np.load(root / manifest.embeddings.name, mmap_mode="r")
+        connector_tok = manifest.image.connector_tokenizer
+        self.connector_tokenizer = TextTokenizer(root, connector_tok) if connector_tok else None
         newline = manifest.image.newline_path
         self.image_newline = np.load(root / newline) if newline else None  # (hidden,)
         self.last_result: GenerationResult | None = None
@@ -51,29 +53,48 @@ class Pipeline:
         return cls(root, load_manifest(root, verify=verify), backend, threads, verify)
 
     # -- stages -----------------------------------------------------------------------------
-    def encode_image(self, image, timer: StageTimer) -> np.ndarray:
-        """One image (path / PIL / array) → its embeddings (num_image_tokens, hidden)."""
+    def encode_image(self, image, timer: StageTimer, prompt_text: str = "") -> np.ndarray:
+        """One image (path / PIL / array) → its embeddings (num_image_tokens, hidden).
+
+        ``prompt_text`` feeds connectors that read the instruction too (``connector_text_inputs``)."""
         with timer("image_decode"):
             rgb = load_image(image)
         with timer("preprocess"):
             pixels, layout = tile_and_patchify(rgb, self.manifest.image.preprocess)
         with timer("vision"):
             features = self.vision.run({"pixel_values": pixels})["image_features"]
+        feeds = {"image_features": features}
+        if self.manifest.capabilities.connector_text_inputs:
+            feeds.update(self.connector_text_feeds(prompt_text, features.shape[0]))
         with timer("connector"):
-            embeds = self.connector.run({"image_features": features})["image_embeds"]
+            embeds = self.connector.run(feeds)["image_embeds"]
         embeds = pack_image_features(embeds, rgb.shape[:2], self.manifest.image.preprocess, self.image_newline)
         assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
         return embeds
 
-    def prepare_prompt(self, prompt: str | None, messages, num_images: int, tokens_per_image: list[int]) -> PreparedPrompt:
-        image = self.manifest.image
+    def connector_text_feeds(self, text: str, num_tiles: int) -> dict[str, np.ndarray]:
+        """The prompt in the connector's own vocabulary: (tiles, length) ids and mask."""
+        ids = self.connector_tokenizer.encode(text)
+        ids = np.broadcast_to(ids, (num_tiles, ids.shape[0])).copy()
+        return {"qformer_input_ids": ids, "qformer_attention_mask": np.ones_like(ids)}
+
+    def prompt_text(self, prompt: str | None, messages, num_images: int) -> str:
+        """The prompt string: given, or rendered from chat messages with the model's template."""
         if (prompt is None) == (messages is None):
             raise PromptError("pass exactly one of prompt= (a string) or messages= (a chat)")
-        if messages is not None:
-            prompt, num_items = render_messages(self.tokenizer, messages, image.image_token)
-            if num_items != num_images:
-                raise PromptError(f"the messages hold {num_items} image item(s) but {num_images} image(s) were given")
+        if messages is None:
+            return prompt
+        text, num_items = render_messages(self.tokenizer, messages, self.manifest.image.image_token)
+        if num_items != num_images:
+            raise PromptError(f"the messages hold {num_items} image item(s) but {num_images} image(s) were given")
+        return text
+
+    def prepare_prompt(self, prompt: str | None, messages, num_images: int, tokens_per_image: list[int]) -> PreparedPrompt:
+        image = self.manifest.image
+        prompt = self.prompt_text(prompt, messages, num_images)
         ids = self.tokenizer.encode(prompt)
+        if image.placement == "prefix":
+            ids = prefix_image_placeholders(ids, image.image_token_id, num_images)
         return expand_image_slots(ids, image.image_token_id, tokens_per_image)
 
     def merge(self, prepared: PreparedPrompt, image_embeds: list[np.ndarray]) -> np.ndarray:
@@ -108,8 +129,9 @@ class Pipeline:
         start = time.perf_counter()
         timer = StageTimer() if timer is None else timer
         images = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
-        image_embeds = [self.encode_image(img, timer) for img in images]
-        prepared = self.prepare_prompt(prompt, messages, len(images), [e.shape[0] for e in image_embeds])
+        text = self.prompt_text(prompt, messages, len(images))
+        image_embeds = [self.encode_image(img, timer, text) for img in images]
+        prepared = self.prepare_prompt(text, None, len(images), [e.shape[0] for e in image_embeds])
         max_new = self._budget(prepared, max_new_tokens)
         with timer("merge"):
             inputs_embeds = self.merge(prepared, image_embeds)

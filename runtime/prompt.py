@@ -44,6 +44,15 @@ def render_messages(tokenizer, messages: list[dict], image_token: str) -> tuple[
     return tokenizer.render_chat(messages), num_images
 
 
+def prefix_image_placeholders(ids: np.ndarray, image_token_id: int, num_images: int) -> np.ndarray:
+    """For models whose image slots precede the whole prompt (BOS included): the text may hold none."""
+    if (ids == image_token_id).any():
+        raise PromptError(
+            "this model places images before the prompt; remove the image placeholder(s) from the text"
+        )
+    return np.concatenate([np.full(num_images, image_token_id, dtype=np.int64), ids])
+
+
 def expand_image_slots(ids: np.ndarray, image_token_id: int, tokens_per_image: list[int]) -> PreparedPrompt:
     """Replace each image placeholder id in ``ids`` by ``tokens_per_image[i]`` slots."""
     where = np.flatnonzero(ids == image_token_id)

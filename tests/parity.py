@@ -24,3 +24,13 @@ def hf_generate(model, input_ids: np.ndarray, pixel_values: np.ndarray | None, m
 def assert_same_tokens(ours: list[int], theirs: list[int], min_tokens: int, eos: set[int]):
     assert ours == theirs, f"token mismatch\n ours:   {ours}\n theirs: {theirs}"
     assert len(ours) >= min_tokens or (ours and ours[-1] in eos), f"only {len(ours)} tokens compared"
+
+
+def hf_generate_ids(model, max_new_tokens: int, **inputs) -> list[int]:
+    """Greedy transformers generate from prepared torch inputs; returns the new token ids only.
+
+    Decoder-only models return prompt + new ids, encoder-decoder ones start + new ids."""
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+    prompt = inputs["input_ids"].shape[1]
+    return out[0, prompt:].tolist() if out.shape[1] > max_new_tokens else out[0].tolist()

@@ -14,6 +14,8 @@ from pathlib import Path
 FAMILIES = {
     "llava": ("llava",),
     "llava_next": ("llava_next",),
+    "blip_2": ("blip-2", "blip_2"),
+    "instructblip": ("instructblip",),
 }
 _ALIASES = {model_type: folder for folder, types in FAMILIES.items() for model_type in types}
 

@@ -29,3 +29,4 @@ class FamilyExport:
     source_config: dict
     atol: float = 1e-4  # export-time check of each graph against its torch module
     extra_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # file name → array (.npy artifacts)
+    extra_files: dict[str, str] = field(default_factory=dict)  # file name → text (tokenizers …)
