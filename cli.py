@@ -1,4 +1,4 @@
-"""The ``vlmforge`` command line: export, run, profile, demo."""
+"""The ``vlmforge`` command line: export, build, run, profile, demo, eval."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt")  # = runtime.backends.BACKENDS
 DEFAULT_PROMPT = "USER: <image>\nWhat is in the picture? ASSISTANT:"
 
 
@@ -27,7 +28,7 @@ def _prompt_and_images(args):
 def cmd_run(args) -> int:
     from .runtime import Pipeline
 
-    pipe = Pipeline.load(args.model, verify=not args.no_verify, threads=args.threads)
+    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads)
     prompt, images = _prompt_and_images(args)
     sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                     repetition_penalty=args.repetition_penalty, do_sample=args.sample or None)
@@ -44,7 +45,7 @@ def cmd_profile(args) -> int:
     from .runtime import Pipeline
     from .runtime.profile import profile
 
-    pipe = Pipeline.load(args.model, verify=not args.no_verify, threads=args.threads)
+    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads)
     prompt, images = _prompt_and_images(args)
     report = profile(pipe, prompt, images, runs=args.runs, warmup=args.warmup, max_new_tokens=args.max_new_tokens)
     print(report.table())
@@ -59,10 +60,32 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from .export.tensorrt.command import run_build
+
+    print(run_build(args))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(args.out)
+
+
+def cmd_eval(args) -> int:
+    import json
+
+    from .examples.evaluate import evaluate
+    from .runtime import Pipeline
+
+    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads)
+    report = evaluate(pipe, args.suite, n=args.n, images=args.images)
+    print(report.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.as_dict(), indent=2))
+        print(f"wrote {args.json}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--max-new-tokens", type=int, default=max_new)
         q.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
         q.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
+        q.add_argument("--backend", default="auto", choices=BACKENDS,
+                       help="auto: tensorrt when the folder has engines and TensorRT + a GPU are here, else onnxruntime")
 
     r = sub.add_parser("run", help="generate text for an image and a prompt")
     runtime_args(r)
@@ -103,9 +128,35 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--trace", help="write a Chrome trace (Perfetto) here: one track per stage")
     f.set_defaults(func=cmd_profile)
 
+    b = sub.add_parser("build", help="TensorRT engines for an exported folder (or the trtexec script for them)")
+    b.add_argument("model", help="an exported folder (with manifest.json)")
+    b.add_argument("--backend", default="tensorrt", help="what to build for (tensorrt)")
+    b.add_argument("--precision", help="fp32|fp16|int8|int8-weight|int4-weight, or per graph: vision=fp16,connector=fp16,llm=fp16")
+    b.add_argument("--max-tiles", type=int, help="most tiles per vision call (default: what preprocessing can produce)")
+    b.add_argument("--max-context", type=int, help="most tokens the LLM engine holds (default: the model's context)")
+    b.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT workspace memory pool limit")
+    b.add_argument("--timing-cache", help="timing cache file, read and updated (speeds up rebuilds)")
+    b.add_argument("--dla", help="graphs to place on the DLA, e.g. vision (Jetson; unsupported layers fall back to the GPU)")
+    b.add_argument("--dla-core", type=int, default=0)
+    b.add_argument("--emit-trtexec", metavar="SCRIPT", help="write the same builds as trtexec commands instead of building")
+    b.add_argument("--adopt", action="store_true", help="record engines that the trtexec script built")
+    b.set_defaults(func=cmd_build)
+
     d = sub.add_parser("demo", help="export a model, run it on pictures and print the profile")
     d.add_argument("--out", help="export into this folder and keep it")
     d.set_defaults(func=cmd_demo)
+
+    v = sub.add_parser("eval", help="exact-match accuracy of an exported model on held-out questions")
+    v.add_argument("model", help="an exported folder (with manifest.json)")
+    v.add_argument("--suite", default="shapes", choices=("shapes",), help="question set (shapes: the default model's task)")
+    v.add_argument("--n", type=int, default=500, help="number of questions (question types cycle)")
+    v.add_argument("--images", default="original", choices=("original", "blank", "shuffled"),
+                   help="control: blank pictures or another question's picture instead of the right one")
+    v.add_argument("--json", help="write the report (accuracy, n, per_type, ...) as JSON here")
+    v.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
+    v.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
+    v.add_argument("--backend", default="auto", choices=BACKENDS)
+    v.set_defaults(func=cmd_eval)
     return p
 
 

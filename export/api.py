@@ -73,6 +73,7 @@ def _export_into(family, model_dir: Path, tmp: Path, check: bool) -> Manifest:
         image=fam.image,
         llm=fam.llm,
         capabilities=fam.capabilities,
+        prompt_suffix=fam.prompt_suffix,
         generation=_generation_defaults(model_dir),
         source_config=fam.source_config,
         vlmforge_version=__version__,

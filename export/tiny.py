@@ -41,7 +41,7 @@ _CORPUS = [
 ]
 
 
-def train_tokenizer(vocab_size: int = 400, corpus: list[str] | None = None):
+def train_tokenizer(vocab_size: int = 400, corpus: list[str] | None = None, extra_special: tuple = ()):
     """A byte-level BPE whose post-processor prepends ``<s>`` like Llama's; returns a transformers tokenizer.
 
     ``corpus`` is the training text (default: the small built-in multilingual one)."""
@@ -53,7 +53,7 @@ def train_tokenizer(vocab_size: int = 400, corpus: list[str] | None = None):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + list(extra_special),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

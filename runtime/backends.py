@@ -105,6 +105,7 @@ def open_backend(root: Path, manifest: Manifest, requested: str = "auto", thread
         from .tensorrt_session import check_engines_usable
 
         check_engines_usable(root, manifest, verify=verify)  # stale or modified engines stop here
-    vision = open_graph(root, manifest, "vision", backend, threads)
+    # Fuyu-style models have no vision graph: their patches go straight into the connector
+    vision = open_graph(root, manifest, "vision", backend, threads) if "vision" in manifest.graphs else None
     connector = open_graph(root, manifest, "connector", backend, threads)
     return backend, vision, connector, open_decoder(root, manifest, backend, threads)

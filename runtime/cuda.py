@@ -55,12 +55,13 @@ class DeviceBuffer:
     """``nbytes`` of device memory, freed with the object."""
 
     def __init__(self, nbytes: int):
+        self.rt = cudart()  # kept: __del__ may run while the interpreter is tearing modules down
         self.nbytes = max(int(nbytes), 1)  # cudaMalloc(0) returns no usable pointer
-        self.ptr = int(call(cudart().cudaMalloc(self.nbytes)))
+        self.ptr = int(call(self.rt.cudaMalloc(self.nbytes)))
 
     def __del__(self):
         if getattr(self, "ptr", 0):
-            cudart().cudaFree(self.ptr)
+            self.rt.cudaFree(self.ptr)
             self.ptr = 0
 
 
@@ -70,21 +71,24 @@ class PinnedArray:
     def __init__(self, shape, dtype):
         import ctypes
 
+        self.rt = cudart()
         dtype = np.dtype(dtype)
         count = int(np.prod(shape))
-        self.ptr = int(call(cudart().cudaMallocHost(max(count * dtype.itemsize, 1))))
+        self.ptr = int(call(self.rt.cudaMallocHost(max(count * dtype.itemsize, 1))))
         raw = ctypes.cast(self.ptr, ctypes.POINTER(np.ctypeslib.as_ctypes_type(dtype)))
         self.array = np.ctypeslib.as_array(raw, (count,)).reshape(shape)
 
     def __del__(self):
         if getattr(self, "ptr", 0):
-            cudart().cudaFreeHost(self.ptr)
+            self.array = None
+            self.rt.cudaFreeHost(self.ptr)
             self.ptr = 0
 
 
 class Stream:
     def __init__(self):
-        self.handle = call(cudart().cudaStreamCreate())
+        self.rt = cudart()
+        self.handle = call(self.rt.cudaStreamCreate())
 
     def copy_to_device(self, dst_ptr: int, host: np.ndarray) -> None:
         """Host array → device. ``host`` must stay alive until the stream is synchronised."""
@@ -102,7 +106,7 @@ class Stream:
 
     def __del__(self):
         if getattr(self, "handle", None) is not None:
-            cudart().cudaStreamDestroy(self.handle)
+            self.rt.cudaStreamDestroy(self.handle)
             self.handle = None
 
 

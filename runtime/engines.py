@@ -9,7 +9,7 @@ anything is deserialised (``check_fingerprint``, pure so it is tested without a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..kernels.spec import from_dict
 from .errors import ManifestError

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.anyres import pack_anyres_features
+from ..kernels.patches import patches_layout
 from ..kernels.spec import PreprocessSpec
 
 
@@ -16,4 +17,16 @@ def pack_image_features(embeds: np.ndarray, image_hw, spec: PreprocessSpec, newl
     """embeds (tiles, patches, d) → (num_image_tokens, d)."""
     if spec.scheme == "anyres":
         return pack_anyres_features(embeds, image_hw, spec, newline if spec.image_newline else None)
+    if spec.scheme == "patches" and spec.image_newline:
+        return append_row_newlines(embeds, patches_layout(image_hw, spec).grid, newline)
     return embeds.reshape(-1, embeds.shape[-1])
+
+
+def append_row_newlines(embeds: np.ndarray, grid: tuple[int, int], newline: np.ndarray) -> np.ndarray:
+    """(rows·cols, d) patch embeddings → (rows·(cols + 1), d): ``newline`` ends every row."""
+    rows, cols = grid
+    d = embeds.shape[-1]
+    out = np.empty((rows, cols + 1, d), dtype=embeds.dtype)
+    out[:, :cols] = embeds.reshape(rows, cols, d)
+    out[:, cols] = newline
+    return out.reshape(-1, d)

@@ -36,6 +36,9 @@ class GraphSpec:
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     precision: str = "fp32"
+    # how the graph was quantised (written by vlmforge.calibration; None for an exported float graph):
+    # method, weight_form ("matmulnbits" | "dequantizelinear"), bits, nodes kept in float and why …
+    quantization: dict | None = None
 
     def __post_init__(self):
         self.inputs = [t if isinstance(t, TensorSpec) else from_dict(TensorSpec, t) for t in self.inputs]
@@ -93,6 +96,8 @@ class ImageSpec:
     # "inline": the prompt holds one placeholder per image; "prefix": image slots go first,
     # before BOS, and the prompt holds none (BLIP-2's layout)
     placement: str = "inline"
+    # Fuyu: the text token whose embedding ends every row of image patches
+    newline_token_id: int | None = None
     # the tokenizer of the connector's text inputs (qformer_input_ids), when it has them
     connector_tokenizer: "TokenizerSpec | None" = None
 
@@ -134,6 +139,7 @@ class Manifest:
     generation: GenerationDefaults = field(default_factory=GenerationDefaults)
     artifacts: dict[str, Artifact] = field(default_factory=dict)
     source_config: dict = field(default_factory=dict)
+    prompt_suffix: str = ""  # appended to every prompt before tokenising (Fuyu's "<0x04>")
     format: str = FORMAT
     version: int = VERSION
     vlmforge_version: str = ""
@@ -148,7 +154,7 @@ class Manifest:
                 "re-export the model with this vlmforge version"
             )
         self.graphs = {k: _as(GraphSpec, v) for k, v in self.graphs.items()}
-        for required in ("vision", "connector", "llm"):
+        for required in ("connector", "llm"):  # vision is absent where patches go straight in (Fuyu)
             if required not in self.graphs:
                 raise ManifestError(f"manifest has no {required!r} graph; re-export the model")
         self.embeddings = _as(TensorSpec, self.embeddings)

@@ -43,9 +43,17 @@ class Pipeline:
         self.embed_table = np.load(root / manifest.embeddings.name, mmap_mode="r")
         connector_tok = manifest.image.connector_tokenizer
         self.connector_tokenizer = TextTokenizer(root, connector_tok) if connector_tok else None
-        newline = manifest.image.newline_path
-        self.image_newline = np.load(root / newline) if newline else None  # (hidden,)
+        self.image_newline = self._newline_embedding()  # (hidden,) or None
         self.last_result: GenerationResult | None = None
+
+    def _newline_embedding(self) -> np.ndarray | None:
+        """What ends each row of image tokens: a learned vector (LLaVA-NeXT) or a text token's embedding (Fuyu)."""
+        image = self.manifest.image
+        if image.newline_path:
+            return np.load(self.root / image.newline_path)
+        if image.newline_token_id is not None:
+            return np.asarray(self.embed_table[image.newline_token_id], dtype=np.float32)
+        return None
 
     @classmethod
     def load(cls, model_dir: str | Path, backend: str = "auto", verify: bool = True, threads=None) -> "Pipeline":
@@ -61,8 +69,10 @@ class Pipeline:
             rgb = load_image(image)
         with timer("preprocess"):
             pixels, layout = tile_and_patchify(rgb, self.manifest.image.preprocess)
-        with timer("vision"):
-            features = self.vision.run({"pixel_values": pixels})["image_features"]
+        features = pixels  # no vision graph: the patches are the features (Fuyu)
+        if self.vision is not None:
+            with timer("vision"):
+                features = self.vision.run({"pixel_values": pixels})["image_features"]
         feeds = {"image_features": features}
         if self.manifest.capabilities.connector_text_inputs:
             feeds.update(self.connector_text_feeds(prompt_text, features.shape[0]))
@@ -92,7 +102,7 @@ class Pipeline:
     def prepare_prompt(self, prompt: str | None, messages, num_images: int, tokens_per_image: list[int]) -> PreparedPrompt:
         image = self.manifest.image
         prompt = self.prompt_text(prompt, messages, num_images)
-        ids = self.tokenizer.encode(prompt)
+        ids = self.tokenizer.encode(prompt + self.manifest.prompt_suffix)
         if image.placement == "prefix":
             ids = prefix_image_placeholders(ids, image.image_token_id, num_images)
         return expand_image_slots(ids, image.image_token_id, tokens_per_image)

@@ -91,7 +91,7 @@ def environment(pipe) -> dict:
 
     return {
         "vlmforge": __version__,
-        "backend": "onnxruntime",
+        "backend": getattr(pipe, "backend", "onnxruntime"),
         "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),

@@ -37,8 +37,9 @@ def current_fingerprint(device: int = 0) -> BuildFingerprint:
     """This machine's TensorRT version, GPU name and compute capability."""
     from .cuda import device_name_and_capability
 
+    version = require_tensorrt().__version__  # first: a missing TensorRT is the likelier problem
     name, capability = device_name_and_capability(device)
-    return BuildFingerprint(tensorrt_version=require_tensorrt().__version__, gpu_name=name, compute_capability=capability)
+    return BuildFingerprint(tensorrt_version=version, gpu_name=name, compute_capability=capability)
 
 
 def check_engines_usable(root: Path, manifest: Manifest, verify: bool = True) -> None:

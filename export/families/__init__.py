@@ -16,6 +16,7 @@ FAMILIES = {
     "llava_next": ("llava_next",),
     "blip_2": ("blip-2", "blip_2"),
     "instructblip": ("instructblip",),
+    "fuyu": ("fuyu",),
 }
 _ALIASES = {model_type: folder for folder, types in FAMILIES.items() for model_type in types}
 
