@@ -74,7 +74,7 @@ def _export_into(family, model_dir: Path, tmp: Path, check: bool) -> Manifest:
         llm=fam.llm,
         capabilities=fam.capabilities,
         prompt_suffix=fam.prompt_suffix,
-        generation=_generation_defaults(model_dir),
+        generation=_generation_defaults(model_dir, fam.decoder_start_token_id),
         source_config=fam.source_config,
         vlmforge_version=__version__,
     )
@@ -104,8 +104,9 @@ def hash_artifacts(folder: Path) -> dict[str, Artifact]:
     }
 
 
-def _generation_defaults(model_dir: Path) -> GenerationDefaults:
+def _generation_defaults(model_dir: Path, decoder_start_token_id: int | None) -> GenerationDefaults:
     path = model_dir / "generation_config.json"
     cfg = json.loads(path.read_text()) if path.is_file() else {}
     keys = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
-    return GenerationDefaults(**{k: cfg[k] for k in keys if cfg.get(k) is not None})
+    values = {k: cfg[k] for k in keys if cfg.get(k) is not None}
+    return GenerationDefaults(decoder_start_token_id=decoder_start_token_id, **values)

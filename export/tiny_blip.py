@@ -23,7 +23,8 @@ def _text_config(kind: str, vocab: int, hidden: int, layers: int, heads: int, kv
     if kind == "t5":
         return T5Config(vocab_size=vocab, d_model=hidden, d_kv=hidden // heads, d_ff=hidden * 2, num_layers=layers,
                         num_decoder_layers=layers, num_heads=heads, feed_forward_proj="gated-gelu",
-                        decoder_start_token_id=3, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False)
+                        decoder_start_token_id=3, eos_token_id=2, pad_token_id=3, tie_word_embeddings=False,
+                        initializer_factor=4.0)  # T5's default init makes a random decoder repeat one token
     raise ValueError(f"unknown tiny text model kind {kind!r}; choose 'opt', 'llama' or 't5'")
 
 

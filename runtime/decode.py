@@ -16,8 +16,9 @@ from .stats import StageTimer
 
 
 def prefill(decoder, inputs_embeds: np.ndarray, timer: StageTimer) -> np.ndarray:
-    """inputs_embeds (1, seq, d) → logits (vocab,) for the next token; fills the cache."""
-    decoder.reset()
+    """inputs_embeds (1, seq, d) → logits (vocab,) for the next token; fills the cache.
+
+    The caller resets the decoder (and sets its cross-attention memory) before."""
     seq = inputs_embeds.shape[1]
     positions = np.arange(seq, dtype=np.int64)[None, :]
     with timer("prefill"):

@@ -48,9 +48,19 @@ class OrtDecoder:
         self.spec = spec
         self.cache = OrtKVCache(spec)
         self._output_names = ["logits", *self.cache.present_names]
+        inputs = {i.name for i in self.session.get_inputs()}
+        self._takes_positions = "position_ids" in inputs  # T5-style decoders use relative bias instead
+        self.constants: dict = {}  # name → OrtValue bound at every step (cross-attention K/V, memory mask)
 
     def reset(self) -> None:
         self.cache.reset()
+        self.constants = {}
+
+    def set_memory(self, arrays: dict[str, np.ndarray]) -> None:
+        """Inputs that stay fixed for a whole generation (cross K/V of the memory): wrapped once, never copied again."""
+        import onnxruntime as ort
+
+        self.constants = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
     def step(self, inputs_embeds: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
         """inputs_embeds (1, s, d) float32, position_ids (1, s) int64 → logits (vocab,) float32."""
@@ -59,8 +69,11 @@ class OrtDecoder:
         binding = self.session.io_binding()
         binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
         binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
-        binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
+        if self._takes_positions:
+            binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
         for name, value in zip(self.cache.past_names, self.cache.values):
+            binding.bind_ortvalue_input(name, value)
+        for name, value in self.constants.items():
             binding.bind_ortvalue_input(name, value)
         for name in self._output_names:
             binding.bind_output(name, "cpu")

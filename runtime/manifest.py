@@ -61,6 +61,7 @@ class Capabilities:
     image_newline: bool = False
     cross_attention: bool = False
     token_type_experts: bool = False
+    encoder_decoder: bool = False  # an "encoder" graph reads the prompt; the decoder starts from decoder_start_token_id
     connector_text_inputs: bool = False  # the connector also reads the prompt (InstructBLIP's Q-Former)
 
 
@@ -118,6 +119,7 @@ class GenerationDefaults:
     top_k: int = 0
     top_p: float = 1.0
     repetition_penalty: float = 1.0
+    decoder_start_token_id: int | None = None  # encoder-decoder models only
 
 
 @dataclass

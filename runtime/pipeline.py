@@ -11,9 +11,9 @@ from typing import Iterator
 import numpy as np
 
 from ..kernels import tile_and_patchify
+from .backends import open_backend, open_graph
 from .decode import generate_tokens, prefill
-from .backends import open_backend
-from .errors import PromptError
+from .errors import PromptError, VlmforgeError
 from .features import pack_image_features
 from .images import load_image
 from .manifest import Manifest, load_manifest
@@ -41,6 +41,14 @@ class Pipeline:
         self.backend, self.vision, self.connector, self.decoder = open_backend(root, manifest, backend, threads, verify)
         # (vocab, hidden), memory-mapped: rows are read on demand, never loaded twice
         self.embed_table = np.load(root / manifest.embeddings.name, mmap_mode="r")
+        # encoder-decoder LMs: the prompt encoder and the memory's cross-attention K/V
+        if manifest.capabilities.cross_attention and not hasattr(self.decoder, "set_memory"):
+            raise VlmforgeError(
+                f"cross-attention models ({manifest.family}) run on the onnxruntime backend only for now; "
+                f"use backend='onnxruntime' instead of {self.backend!r}"
+            )
+        self.encoder = open_graph(root, manifest, "encoder", self.backend, threads) if "encoder" in manifest.graphs else None
+        self.cross_kv = open_graph(root, manifest, "cross_kv", self.backend, threads) if "cross_kv" in manifest.graphs else None
         connector_tok = manifest.image.connector_tokenizer
         self.connector_tokenizer = TextTokenizer(root, connector_tok) if connector_tok else None
         self.image_newline = self._newline_embedding()  # (hidden,) or None
@@ -145,13 +153,14 @@ class Pipeline:
         max_new = self._budget(prepared, max_new_tokens)
         with timer("merge"):
             inputs_embeds = self.merge(prepared, image_embeds)
+        inputs_embeds, decoder_ids = self.attach_memory(inputs_embeds, prepared, timer)
         logits = prefill(self.decoder, inputs_embeds, timer)
         sampler = Sampler(self._sampling_params(sampling))
         # ignore_eos: profiling decodes exactly max_new_tokens, like benchmark harnesses do
         eos = set() if ignore_eos else set(self.manifest.tokenizer.eos_token_ids)
         text = TextAssembler(self.tokenizer.stream(), stop or [])
         generated, ttft, reason = [], 0.0, "length"
-        for token in generate_tokens(self.decoder, self.embed_table, logits, prepared.input_ids, sampler, max_new, eos, timer):
+        for token in generate_tokens(self.decoder, self.embed_table, logits, decoder_ids, sampler, max_new, eos, timer):
             ttft = ttft or time.perf_counter() - start
             generated.append(token)
             if token in eos:
@@ -178,6 +187,23 @@ class Pipeline:
             kv_cache_bytes=self.decoder.cache.nbytes,
         )
         self.last_result = GenerationResult(text.text, generated, stats, reason)
+
+    def attach_memory(self, inputs_embeds: np.ndarray, prepared: PreparedPrompt, timer: StageTimer):
+        """Reset the decoder; for encoder-decoder models encode the prompt once, hand the decoder its
+        cross-attention K/V and start it from ``decoder_start_token_id``.
+
+        Returns (decoder inputs_embeds (1, s, d), decoder prompt ids)."""
+        self.decoder.reset()
+        if not self.manifest.capabilities.encoder_decoder:
+            return inputs_embeds, prepared.input_ids
+        mask = np.ones(inputs_embeds.shape[:2], dtype=np.int64)
+        with timer("encoder"):
+            memory = self.encoder.run({"inputs_embeds": inputs_embeds, "attention_mask": mask})["encoder_hidden_states"]
+        with timer("cross_kv"):
+            cross = self.cross_kv.run({"encoder_hidden_states": memory})
+        self.decoder.set_memory({**cross, "encoder_attention_mask": mask})
+        start = np.array([self.manifest.generation.decoder_start_token_id], dtype=np.int64)
+        return np.asarray(self.embed_table[start], dtype=np.float32)[None], start
 
     def _budget(self, prepared: PreparedPrompt, max_new_tokens: int | None) -> int:
         limit = getattr(self.decoder, "max_context", self.manifest.llm.max_context)  # engines may hold fewer

@@ -8,7 +8,10 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-STAGES = ("image_decode", "preprocess", "vision", "connector", "merge", "prefill", "decode", "sample", "detokenize")
+STAGES = (
+    "image_decode", "preprocess", "vision", "connector", "merge", "encoder", "cross_kv", "prefill", "decode",
+    "sample", "detokenize",
+)
 
 
 class StageTimer:

@@ -32,5 +32,6 @@ def hf_generate_ids(model, max_new_tokens: int, **inputs) -> list[int]:
     Decoder-only models return prompt + new ids, encoder-decoder ones start + new ids."""
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    prompt = inputs["input_ids"].shape[1]
-    return out[0, prompt:].tolist() if out.shape[1] > max_new_tokens else out[0].tolist()
+    if getattr(model.config, "text_config", model.config).is_encoder_decoder:
+        return out[0, 1:].tolist()  # drop the decoder start token
+    return out[0, inputs["input_ids"].shape[1] :].tolist()

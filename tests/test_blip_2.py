@@ -12,7 +12,7 @@ from parity import assert_same_tokens, hf_generate_ids
 PROMPTS = ["Question: what is in the picture? Answer:", "a photo of"]
 
 
-@pytest.mark.parametrize("text,queries", [("opt", 8), ("llama", 5)])
+@pytest.mark.parametrize("text,queries", [("opt", 8), ("llama", 5), ("t5", 6)])
 def test_generation_matches_transformers(text, queries, tmp_path, rng):
     from transformers import AutoTokenizer, Blip2ForConditionalGeneration
 
@@ -36,6 +36,9 @@ def test_generation_matches_transformers(text, queries, tmp_path, rng):
                                  pixel_values=torch.as_tensor(pixels))
         assert_same_tokens(ours.token_ids, theirs, 24, eos)
         assert ours.stats.num_image_tokens == queries
+    if text == "t5":  # the encoder ran once and the decoder read its cross-attention K/V
+        assert pipe.manifest.capabilities.encoder_decoder and "cross_kv" in pipe.manifest.graphs
+        assert len(ours.stats.stages["encoder"]) == 1 and len(ours.stats.stages["cross_kv"]) == 1
 
 
 def test_prefix_models_refuse_placeholders(tmp_path, rng):

@@ -30,4 +30,5 @@ class FamilyExport:
     atol: float = 1e-4  # export-time check of each graph against its torch module
     extra_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # file name → array (.npy artifacts)
     extra_files: dict[str, str] = field(default_factory=dict)  # file name → text (tokenizers …)
+    decoder_start_token_id: int | None = None  # encoder-decoder LMs: the decoder's first input
     prompt_suffix: str = ""  # appended to every prompt (Fuyu's beginning-of-answer token)

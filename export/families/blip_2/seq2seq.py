@@ -1,0 +1,95 @@
+"""BLIP-2 / InstructBLIP over an encoder-decoder LM (Flan-T5): the query embeddings and the
+prompt go through the T5 encoder once; the decoder then reads the encoder's memory through
+cross-attention whose keys/values (``cross_kv`` graph) are computed once per prompt."""
+
+from __future__ import annotations
+
+import torch
+
+from ....runtime.manifest import Capabilities, LLMSpec
+from ...decoder import cache_names
+from ...onnx_export import GraphExport
+from ...seq2seq import CrossKV, T5DecoderWithCache, T5Encoder
+from ..base import FamilyExport
+
+
+def t5_layout(text) -> tuple[int, int, int]:
+    """(decoder layers, heads, head_dim) of a T5 config."""
+    return text.num_decoder_layers or text.num_layers, text.num_heads, text.d_kv
+
+
+def encoder_graph(t5) -> GraphExport:
+    d = t5.config.d_model
+    return GraphExport(
+        name="encoder",
+        module=T5Encoder(t5.encoder).eval(),
+        example_inputs=(torch.randn(2, 5, d), torch.ones(2, 5, dtype=torch.int64)),
+        input_names=["inputs_embeds", "attention_mask"],
+        output_names=["encoder_hidden_states"],
+        dims={"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}},
+    )
+
+
+def cross_names(num_layers: int) -> list[str]:
+    return [f"cross.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+def cross_kv_graph(t5) -> GraphExport:
+    layers, heads, head_dim = t5_layout(t5.config)
+    projections = [(b.layer[1].EncDecAttention.k, b.layer[1].EncDecAttention.v) for b in t5.decoder.block]
+    return GraphExport(
+        name="cross_kv",
+        module=CrossKV(projections, heads, head_dim).eval(),
+        example_inputs=(torch.randn(2, 5, t5.config.d_model),),
+        input_names=["encoder_hidden_states"],
+        output_names=cross_names(layers),
+        dims={"encoder_hidden_states": {0: "batch", 1: "memory_sequence"}},
+    )
+
+
+def t5_decoder_graph(t5) -> GraphExport:
+    layers, heads, head_dim = t5_layout(t5.config)
+    batch, seq, past, memory = 2, 3, 4, 5
+    past_names, present_names = cache_names(layers)
+    kv = tuple(torch.randn(batch, heads, past, head_dim) for _ in range(2 * layers))
+    kv += tuple(torch.randn(batch, heads, memory, head_dim) for _ in range(2 * layers))
+    tied = t5.config.tie_word_embeddings
+    return GraphExport(
+        name="llm",
+        module=T5DecoderWithCache(t5.decoder, t5.lm_head, layers, t5.config.d_model**-0.5 if tied else None).eval(),
+        example_inputs=(torch.randn(batch, seq, t5.config.d_model), torch.ones(batch, past + seq, dtype=torch.int64),
+                        torch.ones(batch, memory, dtype=torch.int64), kv),
+        input_names=["inputs_embeds", "attention_mask", "encoder_attention_mask", *past_names, *cross_names(layers)],
+        output_names=["logits", *present_names],
+        dims={
+            "inputs_embeds": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "total_sequence"},
+            "encoder_attention_mask": {0: "batch", 1: "memory_sequence"},
+            **{n: {0: "batch", 2: "past_sequence"} for n in past_names},
+            **{n: {0: "batch", 2: "memory_sequence"} for n in cross_names(layers)},
+        },
+    )
+
+
+def prepare_seq2seq(model, model_dir, family: str, architecture: str, vision_graph, connector_graph, image_spec,
+                    **extra) -> FamilyExport:
+    vision = vision_graph(model)
+    with torch.no_grad():
+        features = vision.module(*vision.example_inputs).contiguous()
+    t5 = model.language_model
+    layers, heads, head_dim = t5_layout(t5.config)
+    embed = t5.get_input_embeddings().weight.detach()
+    return FamilyExport(
+        family=family,
+        architecture=architecture,
+        graphs=[vision, connector_graph(model, features), encoder_graph(t5), cross_kv_graph(t5), t5_decoder_graph(t5)],
+        embed_tokens=embed,
+        image=image_spec(model_dir, model.config),
+        llm=LLMSpec(num_layers=layers, num_kv_heads=heads, head_dim=head_dim, hidden_size=t5.config.d_model,
+                    vocab_size=embed.shape[0], max_context=512),
+        capabilities=Capabilities(encoder_decoder=True, cross_attention=True,
+                                  connector_text_inputs=extra.pop("connector_text_inputs", False)),
+        source_config=model.config.to_dict(),
+        decoder_start_token_id=int(t5.config.decoder_start_token_id),
+        **extra,
+    )
