@@ -64,6 +64,8 @@ def _export_into(family, model_dir: Path, tmp: Path, check: bool) -> Manifest:
     for name, text in fam.extra_files.items():
         (tmp / name).write_text(text)
     tokenizer = export_tokenizer(model_dir, tmp, fam.image.image_token, fam.image.image_token_id)
+    for key, value in fam.tokenizer_overrides.items():
+        setattr(tokenizer, key, value)
     manifest = Manifest(
         family=fam.family,
         architecture=fam.architecture,

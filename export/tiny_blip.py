@@ -105,3 +105,31 @@ def make_tiny_blip2(
         qtok.save_pretrained(out / "qformer_tokenizer")
     BlipImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(out)
     return out
+
+
+def make_tiny_blip(out_dir: str | Path, *, vision_hidden: int = 32, image_size: int = 30, patch_size: int = 6,
+                   hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """Write a random ``BlipForConditionalGeneration`` (captioning) with a BERT WordPiece tokenizer + [DEC]."""
+    import torch
+    from transformers import BlipConfig, BlipForConditionalGeneration
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = qformer_tokenizer(out)
+    tok.add_special_tokens({"bos_token": "[DEC]"})
+    text = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                num_attention_heads=4, encoder_hidden_size=vision_hidden, max_position_embeddings=64,
+                bos_token_id=tok.bos_token_id, sep_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.sep_token_id)
+    vision = dict(hidden_size=vision_hidden, intermediate_size=vision_hidden * 2, num_hidden_layers=2,
+                  num_attention_heads=4, image_size=image_size, patch_size=patch_size)
+    config = BlipConfig(text_config=text, vision_config=vision)
+    torch.manual_seed(seed)
+    model = BlipForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = tok.sep_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    BlipImageProcessorPil(size={"height": image_size, "width": image_size}).save_pretrained(out)
+    return out

@@ -47,7 +47,7 @@ def export_tokenizer(model_dir: Path, out_dir: Path, image_token: str, image_tok
             f"the tokenizer in {model_dir} has no fast (tokenizer.json) form; the runtime uses the "
             "'tokenizers' library — convert it with transformers first"
         )
-    got = tokenizer.convert_tokens_to_ids(image_token)
+    got = tokenizer.convert_tokens_to_ids(image_token) if image_token else image_token_id
     if got != image_token_id:
         raise ValueError(
             f"the tokenizer maps {image_token!r} to id {got} but the model config says {image_token_id}; "

@@ -107,5 +107,5 @@ def open_backend(root: Path, manifest: Manifest, requested: str = "auto", thread
         check_engines_usable(root, manifest, verify=verify)  # stale or modified engines stop here
     # Fuyu-style models have no vision graph: their patches go straight into the connector
     vision = open_graph(root, manifest, "vision", backend, threads) if "vision" in manifest.graphs else None
-    connector = open_graph(root, manifest, "connector", backend, threads)
+    connector = open_graph(root, manifest, "connector", backend, threads) if "connector" in manifest.graphs else None
     return backend, vision, connector, open_decoder(root, manifest, backend, threads)

@@ -19,6 +19,7 @@ from .errors import ManifestError
 FORMAT = "vlmforge-manifest"
 VERSION = 1
 MANIFEST_NAME = "manifest.json"
+PLACEMENTS = ("inline", "prefix", "memory")
 
 
 @dataclass
@@ -84,6 +85,8 @@ class TokenizerSpec:
     pad_token_id: int | None
     chat_template: str | None = None
     special_tokens: dict = field(default_factory=dict)  # name → token string
+    add_special_tokens: bool = True  # let the tokenizer add its BOS/CLS … (its post-processor)
+    prefix_ids: list[int] = field(default_factory=list)  # ids put before every tokenised prompt (BLIP's [DEC])
 
 
 @dataclass
@@ -95,7 +98,8 @@ class ImageSpec:
     preprocess: PreprocessSpec
     newline_path: str | None = None  # (hidden,) .npy appended after every row of image tokens
     # "inline": the prompt holds one placeholder per image; "prefix": image slots go first,
-    # before BOS, and the prompt holds none (BLIP-2's layout)
+    # before BOS, and the prompt holds none (BLIP-2's layout); "memory": no slots, the image
+    # embeddings are the decoder's cross-attention memory (BLIP)
     placement: str = "inline"
     # Fuyu: the text token whose embedding ends every row of image patches
     newline_token_id: int | None = None
@@ -107,8 +111,8 @@ class ImageSpec:
             self.preprocess = from_dict(PreprocessSpec, self.preprocess)
         if isinstance(self.connector_tokenizer, dict):
             self.connector_tokenizer = from_dict(TokenizerSpec, self.connector_tokenizer)
-        if self.placement not in ("inline", "prefix"):
-            raise ManifestError(f"unknown image placement {self.placement!r}; expected 'inline' or 'prefix'")
+        if self.placement not in PLACEMENTS:
+            raise ManifestError(f"unknown image placement {self.placement!r}; expected one of {PLACEMENTS}")
 
 
 @dataclass
@@ -156,9 +160,11 @@ class Manifest:
                 "re-export the model with this vlmforge version"
             )
         self.graphs = {k: _as(GraphSpec, v) for k, v in self.graphs.items()}
-        for required in ("connector", "llm"):  # vision is absent where patches go straight in (Fuyu)
-            if required not in self.graphs:
-                raise ManifestError(f"manifest has no {required!r} graph; re-export the model")
+        # vision is absent where patches go straight in (Fuyu), the connector where the decoder
+        # reads the image through cross-attention (BLIP)
+        if "llm" not in self.graphs or not ({"vision", "connector"} & set(self.graphs)):
+            raise ManifestError(f"manifest needs an 'llm' graph and a 'vision' or 'connector' graph, has "
+                                f"{sorted(self.graphs)}; re-export the model")
         self.embeddings = _as(TensorSpec, self.embeddings)
         self.tokenizer = _as(TokenizerSpec, self.tokenizer)
         self.image = _as(ImageSpec, self.image)

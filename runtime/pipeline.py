@@ -81,11 +81,13 @@ class Pipeline:
         if self.vision is not None:
             with timer("vision"):
                 features = self.vision.run({"pixel_values": pixels})["image_features"]
-        feeds = {"image_features": features}
-        if self.manifest.capabilities.connector_text_inputs:
-            feeds.update(self.connector_text_feeds(prompt_text, features.shape[0]))
-        with timer("connector"):
-            embeds = self.connector.run(feeds)["image_embeds"]
+        embeds = features  # no connector: the decoder reads vision features directly (BLIP)
+        if self.connector is not None:
+            feeds = {"image_features": features}
+            if self.manifest.capabilities.connector_text_inputs:
+                feeds.update(self.connector_text_feeds(prompt_text, features.shape[0]))
+            with timer("connector"):
+                embeds = self.connector.run(feeds)["image_embeds"]
         embeds = pack_image_features(embeds, rgb.shape[:2], self.manifest.image.preprocess, self.image_newline)
         assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
         return embeds
@@ -111,6 +113,8 @@ class Pipeline:
         image = self.manifest.image
         prompt = self.prompt_text(prompt, messages, num_images)
         ids = self.tokenizer.encode(prompt + self.manifest.prompt_suffix)
+        if image.placement == "memory":  # images are cross-attention memory, not prompt tokens
+            return PreparedPrompt(ids, [])
         if image.placement == "prefix":
             ids = prefix_image_placeholders(ids, image.image_token_id, num_images)
         return expand_image_slots(ids, image.image_token_id, tokens_per_image)
@@ -153,7 +157,7 @@ class Pipeline:
         max_new = self._budget(prepared, max_new_tokens)
         with timer("merge"):
             inputs_embeds = self.merge(prepared, image_embeds)
-        inputs_embeds, decoder_ids = self.attach_memory(inputs_embeds, prepared, timer)
+        inputs_embeds, decoder_ids = self.attach_memory(inputs_embeds, prepared, image_embeds, timer)
         logits = prefill(self.decoder, inputs_embeds, timer)
         sampler = Sampler(self._sampling_params(sampling))
         # ignore_eos: profiling decodes exactly max_new_tokens, like benchmark harnesses do
@@ -188,22 +192,32 @@ class Pipeline:
         )
         self.last_result = GenerationResult(text.text, generated, stats, reason)
 
-    def attach_memory(self, inputs_embeds: np.ndarray, prepared: PreparedPrompt, timer: StageTimer):
+    def attach_memory(self, inputs_embeds: np.ndarray, prepared: PreparedPrompt, image_embeds, timer: StageTimer):
         """Reset the decoder; for encoder-decoder models encode the prompt once, hand the decoder its
         cross-attention K/V and start it from ``decoder_start_token_id``.
 
         Returns (decoder inputs_embeds (1, s, d), decoder prompt ids)."""
         self.decoder.reset()
-        if not self.manifest.capabilities.encoder_decoder:
-            return inputs_embeds, prepared.input_ids
-        mask = np.ones(inputs_embeds.shape[:2], dtype=np.int64)
-        with timer("encoder"):
-            memory = self.encoder.run({"inputs_embeds": inputs_embeds, "attention_mask": mask})["encoder_hidden_states"]
+        caps = self.manifest.capabilities
+        if caps.encoder_decoder:
+            mask = np.ones(inputs_embeds.shape[:2], dtype=np.int64)
+            with timer("encoder"):
+                feeds = {"inputs_embeds": inputs_embeds, "attention_mask": mask}
+                memory = self.encoder.run(feeds)["encoder_hidden_states"]
+            self.set_cross_memory(memory, timer)
+            start = np.array([self.manifest.generation.decoder_start_token_id], dtype=np.int64)
+            return np.asarray(self.embed_table[start], dtype=np.float32)[None], start
+        if caps.cross_attention:  # the image embeddings themselves are the memory (BLIP)
+            if not image_embeds:
+                raise PromptError(f"{self.manifest.family} captions an image: pass one in images=[...]")
+            self.set_cross_memory(np.concatenate(image_embeds)[None], timer)
+        return inputs_embeds, prepared.input_ids
+
+    def set_cross_memory(self, memory: np.ndarray, timer: StageTimer) -> None:
+        """memory (1, m, d) → every decoder layer's cross K/V, computed once and bound to each step."""
         with timer("cross_kv"):
-            cross = self.cross_kv.run({"encoder_hidden_states": memory})
-        self.decoder.set_memory({**cross, "encoder_attention_mask": mask})
-        start = np.array([self.manifest.generation.decoder_start_token_id], dtype=np.int64)
-        return np.asarray(self.embed_table[start], dtype=np.float32)[None], start
+            cross = self.cross_kv.run({"encoder_hidden_states": np.ascontiguousarray(memory, dtype=np.float32)})
+        self.decoder.set_memory({**cross, "encoder_attention_mask": np.ones(memory.shape[:2], dtype=np.int64)})
 
     def _budget(self, prepared: PreparedPrompt, max_new_tokens: int | None) -> int:
         limit = getattr(self.decoder, "max_context", self.manifest.llm.max_context)  # engines may hold fewer

@@ -20,7 +20,8 @@ class TextTokenizer:
 
     def encode(self, text: str) -> np.ndarray:
         """Text → int64 ids, with the special tokens the checkpoint's tokenizer adds (BOS …)."""
-        return np.asarray(self.tokenizer.encode(text, add_special_tokens=True).ids, dtype=np.int64)
+        ids = self.tokenizer.encode(text, add_special_tokens=self.spec.add_special_tokens).ids
+        return np.asarray([*self.spec.prefix_ids, *ids], dtype=np.int64)
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(map(int, ids)), skip_special_tokens=True)

@@ -17,6 +17,7 @@ FAMILIES = {
     "blip_2": ("blip-2", "blip_2"),
     "instructblip": ("instructblip",),
     "fuyu": ("fuyu",),
+    "blip": ("blip",),
 }
 _ALIASES = {model_type: folder for folder, types in FAMILIES.items() for model_type in types}
 

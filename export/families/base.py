@@ -31,4 +31,5 @@ class FamilyExport:
     extra_arrays: dict[str, np.ndarray] = field(default_factory=dict)  # file name → array (.npy artifacts)
     extra_files: dict[str, str] = field(default_factory=dict)  # file name → text (tokenizers …)
     decoder_start_token_id: int | None = None  # encoder-decoder LMs: the decoder's first input
+    tokenizer_overrides: dict = field(default_factory=dict)  # TokenizerSpec fields the family sets itself
     prompt_suffix: str = ""  # appended to every prompt (Fuyu's beginning-of-answer token)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 
 from ....runtime.manifest import Capabilities, LLMSpec
-from ...decoder import cache_names
 from ...onnx_export import GraphExport
-from ...seq2seq import CrossKV, T5DecoderWithCache, T5Encoder
+from ...seq2seq import T5DecoderWithCache, T5Encoder, cross_decoder_graph, cross_kv_graph
 from ..base import FamilyExport
 
 
@@ -30,45 +29,17 @@ def encoder_graph(t5) -> GraphExport:
     )
 
 
-def cross_names(num_layers: int) -> list[str]:
-    return [f"cross.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-
-
-def cross_kv_graph(t5) -> GraphExport:
-    layers, heads, head_dim = t5_layout(t5.config)
+def t5_cross_kv_graph(t5) -> GraphExport:
+    _, heads, head_dim = t5_layout(t5.config)
     projections = [(b.layer[1].EncDecAttention.k, b.layer[1].EncDecAttention.v) for b in t5.decoder.block]
-    return GraphExport(
-        name="cross_kv",
-        module=CrossKV(projections, heads, head_dim).eval(),
-        example_inputs=(torch.randn(2, 5, t5.config.d_model),),
-        input_names=["encoder_hidden_states"],
-        output_names=cross_names(layers),
-        dims={"encoder_hidden_states": {0: "batch", 1: "memory_sequence"}},
-    )
+    return cross_kv_graph(projections, heads, head_dim, t5.config.d_model)
 
 
 def t5_decoder_graph(t5) -> GraphExport:
     layers, heads, head_dim = t5_layout(t5.config)
-    batch, seq, past, memory = 2, 3, 4, 5
-    past_names, present_names = cache_names(layers)
-    kv = tuple(torch.randn(batch, heads, past, head_dim) for _ in range(2 * layers))
-    kv += tuple(torch.randn(batch, heads, memory, head_dim) for _ in range(2 * layers))
-    tied = t5.config.tie_word_embeddings
-    return GraphExport(
-        name="llm",
-        module=T5DecoderWithCache(t5.decoder, t5.lm_head, layers, t5.config.d_model**-0.5 if tied else None).eval(),
-        example_inputs=(torch.randn(batch, seq, t5.config.d_model), torch.ones(batch, past + seq, dtype=torch.int64),
-                        torch.ones(batch, memory, dtype=torch.int64), kv),
-        input_names=["inputs_embeds", "attention_mask", "encoder_attention_mask", *past_names, *cross_names(layers)],
-        output_names=["logits", *present_names],
-        dims={
-            "inputs_embeds": {0: "batch", 1: "sequence"},
-            "attention_mask": {0: "batch", 1: "total_sequence"},
-            "encoder_attention_mask": {0: "batch", 1: "memory_sequence"},
-            **{n: {0: "batch", 2: "past_sequence"} for n in past_names},
-            **{n: {0: "batch", 2: "memory_sequence"} for n in cross_names(layers)},
-        },
-    )
+    scale = t5.config.d_model**-0.5 if t5.config.tie_word_embeddings else None
+    module = T5DecoderWithCache(t5.decoder, t5.lm_head, layers, scale)
+    return cross_decoder_graph(module, layers, heads, head_dim, t5.config.d_model, with_positions=False)
 
 
 def prepare_seq2seq(model, model_dir, family: str, architecture: str, vision_graph, connector_graph, image_spec,
@@ -82,7 +53,7 @@ def prepare_seq2seq(model, model_dir, family: str, architecture: str, vision_gra
     return FamilyExport(
         family=family,
         architecture=architecture,
-        graphs=[vision, connector_graph(model, features), encoder_graph(t5), cross_kv_graph(t5), t5_decoder_graph(t5)],
+        graphs=[vision, connector_graph(model, features), encoder_graph(t5), t5_cross_kv_graph(t5), t5_decoder_graph(t5)],
         embed_tokens=embed,
         image=image_spec(model_dir, model.config),
         llm=LLMSpec(num_layers=layers, num_kv_heads=heads, head_dim=head_dim, hidden_size=t5.config.d_model,
