@@ -76,7 +76,7 @@ def _export_into(family, model_dir: Path, tmp: Path, check: bool) -> Manifest:
         llm=fam.llm,
         capabilities=fam.capabilities,
         prompt_suffix=fam.prompt_suffix,
-        generation=_generation_defaults(model_dir, fam.decoder_start_token_id),
+        generation=_with_stops(_generation_defaults(model_dir, fam.decoder_start_token_id), fam.stop_strings),
         source_config=fam.source_config,
         vlmforge_version=__version__,
     )
@@ -112,3 +112,8 @@ def _generation_defaults(model_dir: Path, decoder_start_token_id: int | None) ->
     keys = ("max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty")
     values = {k: cfg[k] for k in keys if cfg.get(k) is not None}
     return GenerationDefaults(decoder_start_token_id=decoder_start_token_id, **values)
+
+
+def _with_stops(defaults: GenerationDefaults, stop_strings: list[str]) -> GenerationDefaults:
+    defaults.stop_strings = list(stop_strings)
+    return defaults

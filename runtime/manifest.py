@@ -101,6 +101,8 @@ class ImageSpec:
     # before BOS, and the prompt holds none (BLIP-2's layout); "memory": no slots, the image
     # embeddings are the decoder's cross-attention memory (BLIP)
     placement: str = "inline"
+    # the text users write where an image goes, when it is not the token itself (MiniGPT-4's "<ImageHere>")
+    placeholder: str | None = None
     # Fuyu: the text token whose embedding ends every row of image patches
     newline_token_id: int | None = None
     # the tokenizer of the connector's text inputs (qformer_input_ids), when it has them
@@ -124,6 +126,7 @@ class GenerationDefaults:
     top_p: float = 1.0
     repetition_penalty: float = 1.0
     decoder_start_token_id: int | None = None  # encoder-decoder models only
+    stop_strings: list[str] = field(default_factory=list)  # used when generate() is given no stop=
 
 
 @dataclass

@@ -104,7 +104,8 @@ class Pipeline:
             raise PromptError("pass exactly one of prompt= (a string) or messages= (a chat)")
         if messages is None:
             return prompt
-        text, num_items = render_messages(self.tokenizer, messages, self.manifest.image.image_token)
+        image = self.manifest.image
+        text, num_items = render_messages(self.tokenizer, messages, image.image_token, image.placeholder)
         if num_items != num_images:
             raise PromptError(f"the messages hold {num_items} image item(s) but {num_images} image(s) were given")
         return text
@@ -112,6 +113,8 @@ class Pipeline:
     def prepare_prompt(self, prompt: str | None, messages, num_images: int, tokens_per_image: list[int]) -> PreparedPrompt:
         image = self.manifest.image
         prompt = self.prompt_text(prompt, messages, num_images)
+        if image.placeholder:
+            prompt = prompt.replace(image.placeholder, image.image_token)
         ids = self.tokenizer.encode(prompt + self.manifest.prompt_suffix)
         if image.placement == "memory":  # images are cross-attention memory, not prompt tokens
             return PreparedPrompt(ids, [])
@@ -162,7 +165,7 @@ class Pipeline:
         sampler = Sampler(self._sampling_params(sampling))
         # ignore_eos: profiling decodes exactly max_new_tokens, like benchmark harnesses do
         eos = set() if ignore_eos else set(self.manifest.tokenizer.eos_token_ids)
-        text = TextAssembler(self.tokenizer.stream(), stop or [])
+        text = TextAssembler(self.tokenizer.stream(), self.manifest.generation.stop_strings if stop is None else stop)
         generated, ttft, reason = [], 0.0, "length"
         for token in generate_tokens(self.decoder, self.embed_table, logits, decoder_ids, sampler, max_new, eos, timer):
             ttft = ttft or time.perf_counter() - start

@@ -25,7 +25,7 @@ class PreparedPrompt:
         return sum(n for _, n in self.image_slots)
 
 
-def render_messages(tokenizer, messages: list[dict], image_token: str) -> tuple[str, int]:
+def render_messages(tokenizer, messages: list[dict], image_token: str, placeholder: str | None = None) -> tuple[str, int]:
     """Chat messages → prompt text via the model's template; returns (text, number of image items)."""
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise PromptError("messages must be a list of {'role': ..., 'content': ...} dicts")
@@ -36,9 +36,9 @@ def render_messages(tokenizer, messages: list[dict], image_token: str) -> tuple[
         for item in items:
             if item.get("type") == "image":
                 num_images += 1
-            elif image_token in str(item.get("text", "")):
+            elif image_token in str(item.get("text", "")) or (placeholder and placeholder in str(item.get("text", ""))):
                 raise PromptError(
-                    f"message text contains the image placeholder {image_token!r}; "
+                    f"message text contains the image placeholder {placeholder or image_token!r}; "
                     "images go in as {'type': 'image'} items, text cannot create image slots"
                 )
     return tokenizer.render_chat(messages), num_images

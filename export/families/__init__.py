@@ -18,6 +18,7 @@ FAMILIES = {
     "instructblip": ("instructblip",),
     "fuyu": ("fuyu",),
     "blip": ("blip",),
+    "minigpt4": ("minigpt4", "minigpt-4"),
 }
 _ALIASES = {model_type: folder for folder, types in FAMILIES.items() for model_type in types}
 

@@ -32,4 +32,5 @@ class FamilyExport:
     extra_files: dict[str, str] = field(default_factory=dict)  # file name → text (tokenizers …)
     decoder_start_token_id: int | None = None  # encoder-decoder LMs: the decoder's first input
     tokenizer_overrides: dict = field(default_factory=dict)  # TokenizerSpec fields the family sets itself
+    stop_strings: list[str] = field(default_factory=list)  # the conversation format's turn separator
     prompt_suffix: str = ""  # appended to every prompt (Fuyu's beginning-of-answer token)
