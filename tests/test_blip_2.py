@@ -53,3 +53,33 @@ def test_prefix_models_refuse_placeholders(tmp_path, rng):
         pipe.generate("<image> what is it?", images=[image], max_new_tokens=2)
     # text-only prompts work too: no image slots at all
     assert pipe.generate("a photo of", images=[], max_new_tokens=3).stats.num_image_tokens == 0
+
+
+def test_random_config_parity(tmp_path, rng):
+    """Sizes drawn from a seed (layers, queries, widths, KV heads): export works from the config alone."""
+    import numpy as np
+    from transformers import AutoTokenizer, Blip2ForConditionalGeneration
+
+    from vlmforge.export import export_model
+    from vlmforge.export.tiny_blip import make_tiny_blip2
+    from vlmforge.kernels import tile_and_patchify
+    from vlmforge.runtime import Pipeline
+
+    r = np.random.default_rng(11)
+    heads = int(r.choice([2, 4]))
+    cfg = dict(text=str(r.choice(["opt", "llama", "t5"])), num_query_tokens=int(r.integers(2, 12)),
+               vision_layers=int(r.integers(1, 4)), qformer_layers=int(r.integers(1, 4)), layers=int(r.integers(1, 4)),
+               hidden=heads * int(r.choice([8, 16])), heads=heads, kv_heads=int(r.choice([1, heads])),
+               qformer_hidden=int(r.choice([32, 64])))
+    model_dir = make_tiny_blip2(tmp_path / "hf", **cfg)
+    export_model(model_dir, tmp_path / "out")
+    pipe = Pipeline.load(tmp_path / "out")
+    hf = Blip2ForConditionalGeneration.from_pretrained(model_dir, attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    image = random_images(rng, [(33, 47)])[0]
+    ours = pipe.generate(PROMPTS[0], images=[image], max_new_tokens=24)
+    ids = torch.tensor([[hf.config.image_token_index] * cfg["num_query_tokens"] + tok(PROMPTS[0]).input_ids])
+    pixels, _ = tile_and_patchify(image, pipe.manifest.image.preprocess)
+    theirs = hf_generate_ids(hf, 24, input_ids=ids, attention_mask=torch.ones_like(ids),
+                             pixel_values=torch.as_tensor(pixels))
+    assert_same_tokens(ours.token_ids, theirs, 24, set(pipe.manifest.tokenizer.eos_token_ids))
