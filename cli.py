@@ -1,4 +1,4 @@
-"""The ``vlmforge`` command line: export, build, run, profile, demo, eval."""
+"""The ``vlmforge`` command line: export, build, run, profile, demo, eval, calibrate, quantize, verify."""
 
 from __future__ import annotations
 
@@ -64,6 +64,20 @@ def cmd_build(args) -> int:
     from .export.tensorrt.command import run_build
 
     print(run_build(args))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import json
+
+    from .bench import format_bench, run_bench
+
+    if args.against != "transformers":
+        raise ValueError(f"--against {args.against!r} is not supported; choose 'transformers'")
+    report = run_bench(args.model, args.model_dir, args.image, args.prompt, args.runs, args.max_new_tokens)
+    print(format_bench(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
     return 0
 
 
@@ -142,6 +156,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--adopt", action="store_true", help="record engines that the trtexec script built")
     b.set_defaults(func=cmd_build)
 
+    bn = sub.add_parser("bench", help="the same model through transformers and vlmforge, stage by stage")
+    bn.add_argument("model", help="an exported folder")
+    bn.add_argument("--against", default="transformers")
+    bn.add_argument("--model-dir", required=True, help="the Hugging Face checkpoint the export came from")
+    bn.add_argument("--image")
+    bn.add_argument("--prompt")
+    bn.add_argument("--runs", type=int, default=3)
+    bn.add_argument("--max-new-tokens", type=int, default=32)
+    bn.add_argument("--json")
+    bn.set_defaults(func=cmd_bench)
+
     d = sub.add_parser("demo", help="export a model, run it on pictures and print the profile")
     d.add_argument("--out", help="export into this folder and keep it")
     d.set_defaults(func=cmd_demo)
@@ -157,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
     v.add_argument("--backend", default="auto", choices=BACKENDS)
     v.set_defaults(func=cmd_eval)
+
+    from .calibration.commands import add_commands
+
+    add_commands(sub)  # calibrate, quantize, verify (issue #5)
     return p
 
 

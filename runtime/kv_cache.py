@@ -7,6 +7,8 @@ NumPy or Python copies between steps; only the new embeddings go in and the logi
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .manifest import LLMSpec
@@ -51,10 +53,12 @@ class OrtDecoder:
         inputs = {i.name for i in self.session.get_inputs()}
         self._takes_positions = "position_ids" in inputs  # T5-style decoders use relative bias instead
         self.constants: dict = {}  # name → OrtValue bound at every step (cross-attention K/V, memory mask)
+        self.engine_s: list[float] = []  # seconds inside ONNX Runtime per step: the rest is host overhead
 
     def reset(self) -> None:
         self.cache.reset()
         self.constants = {}
+        self.engine_s = []
 
     def set_memory(self, arrays: dict[str, np.ndarray]) -> None:
         """Inputs that stay fixed for a whole generation (cross K/V of the memory): wrapped once, never copied again."""
@@ -77,7 +81,9 @@ class OrtDecoder:
             binding.bind_ortvalue_input(name, value)
         for name in self._output_names:
             binding.bind_output(name, "cpu")
+        start = time.perf_counter()
         self.session.run_with_iobinding(binding)
+        self.engine_s.append(time.perf_counter() - start)
         outputs = binding.get_outputs()
         self.cache.values = outputs[1:]
         self.cache.num_tokens = total
