@@ -49,7 +49,12 @@ class OrtDecoder:
         self.session = session.session  # the onnxruntime.InferenceSession
         self.spec = spec
         self.cache = OrtKVCache(spec)
-        self._output_names = ["logits", *self.cache.present_names]
+        import onnxruntime as ort
+
+        # logits land in a buffer we own, (1, 1, vocab): no allocation or copy per step
+        vocab = session.spec.outputs[0].shape[-1]
+        self._logits = np.empty((1, 1, vocab if isinstance(vocab, int) else spec.vocab_size), dtype=np.float32)
+        self._logits_value = ort.OrtValue.ortvalue_from_numpy(self._logits)
         inputs = {i.name for i in self.session.get_inputs()}
         self._takes_positions = "position_ids" in inputs  # T5-style decoders use relative bias instead
         self.constants: dict = {}  # name → OrtValue bound at every step (cross-attention K/V, memory mask)
@@ -79,7 +84,8 @@ class OrtDecoder:
             binding.bind_ortvalue_input(name, value)
         for name, value in self.constants.items():
             binding.bind_ortvalue_input(name, value)
-        for name in self._output_names:
+        binding.bind_ortvalue_output("logits", self._logits_value)
+        for name in self.cache.present_names:
             binding.bind_output(name, "cpu")
         start = time.perf_counter()
         self.session.run_with_iobinding(binding)
@@ -87,4 +93,4 @@ class OrtDecoder:
         outputs = binding.get_outputs()
         self.cache.values = outputs[1:]
         self.cache.num_tokens = total
-        return outputs[0].numpy()[0, -1]
+        return self._logits[0, -1].copy()  # the buffer is reused by the next step
