@@ -45,6 +45,8 @@ class OrtKVCache:
 class OrtDecoder:
     """``step(embeds, positions) -> last logits``, appending to its cache."""
 
+    cache_device = "cpu"  # where present.* are allocated; they come back as the next step's past.*
+
     def __init__(self, session, spec: LLMSpec):
         self.session = session.session  # the onnxruntime.InferenceSession
         self.spec = spec
@@ -86,7 +88,7 @@ class OrtDecoder:
             binding.bind_ortvalue_input(name, value)
         binding.bind_ortvalue_output("logits", self._logits_value)
         for name in self.cache.present_names:
-            binding.bind_output(name, "cpu")
+            binding.bind_output(name, self.cache_device)
         start = time.perf_counter()
         self.session.run_with_iobinding(binding)
         self.engine_s.append(time.perf_counter() - start)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from .errors import VlmforgeError
 from .kv_cache import OrtDecoder
 from .manifest import Manifest
@@ -68,20 +66,4 @@ def provider_list(backend: str, root: Path, manifest: Manifest, graph: str) -> l
 class OrtGpuDecoder(OrtDecoder):
     """OrtDecoder whose present.* outputs stay on the GPU and feed the next step's past inputs."""
 
-    def step(self, inputs_embeds: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
-        seq = inputs_embeds.shape[1]
-        total = self.cache.num_tokens + seq
-        binding = self.session.io_binding()
-        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
-        binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
-        binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
-        for name, value in zip(self.cache.past_names, self.cache.values):
-            binding.bind_ortvalue_input(name, value)
-        binding.bind_output("logits", "cpu")
-        for name in self.cache.present_names:
-            binding.bind_output(name, "cuda")  # (1, kv_heads, total, head_dim), device-resident
-        self.session.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
-        self.cache.values = outputs[1:]
-        self.cache.num_tokens = total
-        return outputs[0].numpy()[0, -1]
+    cache_device = "cuda"  # (1, kv_heads, total, head_dim) device-resident between steps

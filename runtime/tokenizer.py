@@ -60,7 +60,6 @@ class DetokenizeStream:
 
 
 def _compile_template(source: str):
-    from jinja2 import StrictUndefined  # noqa: F401  (kept for clarity: templates use undefined checks)
     from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 

@@ -8,6 +8,7 @@ which capability flags the runtime must honour. Nothing outside the folder knows
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -15,6 +16,12 @@ import torch
 
 from ...runtime.manifest import Capabilities, ImageSpec, LLMSpec
 from ..onnx_export import GraphExport
+
+
+def load_pretrained(model_cls, model_dir: Path, **kwargs):
+    """``model_cls.from_pretrained`` in float32 with eager attention: the exported graph is then
+    plain MatMul/Softmax, which every backend parses."""
+    return model_cls.from_pretrained(model_dir, attn_implementation="eager", dtype=torch.float32, **kwargs).eval()
 
 
 @dataclass

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec
 from ...preprocess import clip_style_spec, read_processor_config
 from ...seq2seq import BlipTextDecoderWithCache, cross_decoder_graph, cross_kv_graph
-from ..base import FamilyExport
+from ..base import FamilyExport, load_pretrained
 from ..blip_2 import vision_graph
 from ..llava import num_patches
 
@@ -27,8 +26,7 @@ ARCHITECTURES = ("BlipForConditionalGeneration",)
 def load(model_dir: Path):
     from transformers import BlipForConditionalGeneration
 
-    return BlipForConditionalGeneration.from_pretrained(model_dir, attn_implementation="eager",
-                                                        dtype=torch.float32).eval()
+    return load_pretrained(BlipForConditionalGeneration, model_dir)
 
 
 def text_layout(text) -> tuple[int, int, int]:

@@ -18,7 +18,7 @@ from ...decoder import decoder_graph, kv_layout
 from ...graphs import VisionLastHidden
 from ...onnx_export import GraphExport
 from ...preprocess import clip_style_spec, read_processor_config
-from ..base import FamilyExport
+from ..base import FamilyExport, load_pretrained
 from .connector import QFormerConnector
 
 ARCHITECTURES = ("Blip2ForConditionalGeneration",)
@@ -28,8 +28,7 @@ IMAGE_TOKEN = "<image>"
 def load(model_dir: Path, model_cls=None):
     from transformers import Blip2ForConditionalGeneration
 
-    cls = model_cls or Blip2ForConditionalGeneration
-    return cls.from_pretrained(model_dir, attn_implementation="eager", dtype=torch.float32).eval()
+    return load_pretrained(model_cls or Blip2ForConditionalGeneration, model_dir)
 
 
 def vision_graph(model) -> GraphExport:
@@ -74,25 +73,34 @@ def llm_spec(text, vocab_size: int) -> LLMSpec:
     )
 
 
-def prepare(model_dir: Path) -> FamilyExport:
-    model = load(model_dir)
+def prepare_query_model(model, model_dir: Path, family: str, architecture: str, connector_graph, image: ImageSpec,
+                        **extra) -> FamilyExport:
+    """BLIP-2-shaped models (BLIP-2, InstructBLIP, MiniGPT-4): ViT → Q-Former connector → a
+    decoder-only LM, or an encoder-decoder one (``seq2seq.py``)."""
     config = model.config
     if config.text_config.is_encoder_decoder:
         from .seq2seq import prepare_seq2seq
 
-        return prepare_seq2seq(model, model_dir, "blip_2", ARCHITECTURES[0], vision_graph, connector_graph, image_spec)
+        return prepare_seq2seq(model, family, architecture, vision_graph, connector_graph, image, **extra)
     vision = vision_graph(model)
     with torch.no_grad():
         features = vision.module(*vision.example_inputs).contiguous()
     lm = model.language_model
     embed = lm.get_input_embeddings().weight.detach()
     return FamilyExport(
-        family="blip_2",
-        architecture=ARCHITECTURES[0],
+        family=family,
+        architecture=architecture,
         graphs=[vision, connector_graph(model, features), decoder_graph(lm.model, lm.lm_head, config.text_config)],
         embed_tokens=embed,
-        image=image_spec(model_dir, config),
+        image=image,
         llm=llm_spec(config.text_config, embed.shape[0]),
-        capabilities=Capabilities(),
+        capabilities=Capabilities(connector_text_inputs=extra.pop("connector_text_inputs", False)),
         source_config=config.to_dict(),
+        **extra,
     )
+
+
+def prepare(model_dir: Path) -> FamilyExport:
+    model = load(model_dir)
+    image = image_spec(model_dir, model.config)
+    return prepare_query_model(model, model_dir, "blip_2", ARCHITECTURES[0], connector_graph, image)

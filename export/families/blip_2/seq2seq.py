@@ -42,8 +42,7 @@ def t5_decoder_graph(t5) -> GraphExport:
     return cross_decoder_graph(module, layers, heads, head_dim, t5.config.d_model, with_positions=False)
 
 
-def prepare_seq2seq(model, model_dir, family: str, architecture: str, vision_graph, connector_graph, image_spec,
-                    **extra) -> FamilyExport:
+def prepare_seq2seq(model, family: str, architecture: str, vision_graph, connector_graph, image, **extra) -> FamilyExport:
     vision = vision_graph(model)
     with torch.no_grad():
         features = vision.module(*vision.example_inputs).contiguous()
@@ -55,7 +54,7 @@ def prepare_seq2seq(model, model_dir, family: str, architecture: str, vision_gra
         architecture=architecture,
         graphs=[vision, connector_graph(model, features), encoder_graph(t5), t5_cross_kv_graph(t5), t5_decoder_graph(t5)],
         embed_tokens=embed,
-        image=image_spec(model_dir, model.config),
+        image=image,
         llm=LLMSpec(num_layers=layers, num_kv_heads=heads, head_dim=head_dim, hidden_size=t5.config.d_model,
                     vocab_size=embed.shape[0], max_context=512),
         capabilities=Capabilities(encoder_decoder=True, cross_attention=True,

@@ -19,7 +19,7 @@ from ...decoder import decoder_graph, kv_layout
 from ...graphs import Connector
 from ...onnx_export import GraphExport
 from ...preprocess import read_processor_config
-from ..base import FamilyExport
+from ..base import FamilyExport, load_pretrained
 
 ARCHITECTURES = ("FuyuForCausalLM",)
 IMAGE_TOKEN, NEWLINE_TOKEN, ANSWER_TOKEN = "|SPEAKER|", "|NEWLINE|", "<0x04>"
@@ -28,7 +28,7 @@ IMAGE_TOKEN, NEWLINE_TOKEN, ANSWER_TOKEN = "|SPEAKER|", "|NEWLINE|", "<0x04>"
 def load(model_dir: Path):
     from transformers import FuyuForCausalLM
 
-    return FuyuForCausalLM.from_pretrained(model_dir, attn_implementation="eager", dtype=torch.float32).eval()
+    return load_pretrained(FuyuForCausalLM, model_dir)
 
 
 def _side(value, default: int) -> int:

@@ -7,19 +7,16 @@ features; the manifest declares it (``connector_text_inputs``) and ships the Q-F
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
-from ....runtime.manifest import Capabilities, TokenizerSpec
-from ...decoder import decoder_graph
+from ....runtime.manifest import TokenizerSpec
 from ...onnx_export import GraphExport
 from ..base import FamilyExport
-from ..blip_2 import image_spec, llm_spec, load, vision_graph
+from ..blip_2 import image_spec, load, prepare_query_model
 from ..blip_2.connector import InstructQFormerConnector
-from ..blip_2.seq2seq import prepare_seq2seq
 
 ARCHITECTURES = ("InstructBlipForConditionalGeneration",)
 QFORMER_TOKENIZER = "qformer_tokenizer.json"
@@ -62,32 +59,9 @@ def prepare(model_dir: Path) -> FamilyExport:
     from transformers import InstructBlipForConditionalGeneration
 
     model = load(model_dir, InstructBlipForConditionalGeneration)
-    config = model.config
     tokenizer_json, _ = qformer_tokenizer(model_dir)
-
-    def spec_with_qformer_tokenizer(model_dir, config):
-        image = image_spec(model_dir, config)
-        image.connector_tokenizer = TokenizerSpec(path=QFORMER_TOKENIZER, bos_token_id=None, eos_token_ids=[],
-                                                  pad_token_id=None)
-        return image
-
-    if config.text_config.is_encoder_decoder:
-        return prepare_seq2seq(model, model_dir, "instructblip", ARCHITECTURES[0], vision_graph, connector_graph,
-                               spec_with_qformer_tokenizer, connector_text_inputs=True,
-                               extra_files={QFORMER_TOKENIZER: tokenizer_json})
-    vision = vision_graph(model)
-    with torch.no_grad():
-        features = vision.module(*vision.example_inputs).contiguous()
-    lm = model.language_model
-    embed = lm.get_input_embeddings().weight.detach()
-    return FamilyExport(
-        family="instructblip",
-        architecture=ARCHITECTURES[0],
-        graphs=[vision, connector_graph(model, features), decoder_graph(lm.model, lm.lm_head, config.text_config)],
-        embed_tokens=embed,
-        image=spec_with_qformer_tokenizer(model_dir, config),
-        llm=llm_spec(config.text_config, embed.shape[0]),
-        capabilities=Capabilities(connector_text_inputs=True),
-        source_config=config.to_dict(),
-        extra_files={QFORMER_TOKENIZER: tokenizer_json},
-    )
+    image = image_spec(model_dir, model.config)
+    image.connector_tokenizer = TokenizerSpec(path=QFORMER_TOKENIZER, bos_token_id=None, eos_token_ids=[],
+                                              pad_token_id=None)
+    return prepare_query_model(model, model_dir, "instructblip", ARCHITECTURES[0], connector_graph, image,
+                               connector_text_inputs=True, extra_files={QFORMER_TOKENIZER: tokenizer_json})

@@ -17,7 +17,7 @@ from ...decoder import decoder_graph, kv_layout
 from ...graphs import Connector, VisionFeatures
 from ...onnx_export import GraphExport
 from ...preprocess import clip_style_spec, read_processor_config
-from ..base import FamilyExport
+from ..base import FamilyExport, load_pretrained
 
 ARCHITECTURES = ("LlavaForConditionalGeneration",)
 IMAGE_TOKEN = "<image>"
@@ -26,10 +26,7 @@ IMAGE_TOKEN = "<image>"
 def load(model_dir: Path):
     from transformers import LlavaForConditionalGeneration
 
-    # eager attention: the exported graph is plain MatMul/Softmax, which every backend parses
-    return LlavaForConditionalGeneration.from_pretrained(
-        model_dir, attn_implementation="eager", dtype=torch.float32
-    ).eval()
+    return load_pretrained(LlavaForConditionalGeneration, model_dir)
 
 
 def feature_layers(config) -> list[int]:

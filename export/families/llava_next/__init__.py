@@ -18,7 +18,7 @@ from ....kernels.spec import PreprocessSpec
 from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec
 from ...decoder import decoder_graph, kv_layout
 from ...preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, read_processor_config
-from ..base import FamilyExport
+from ..base import FamilyExport, load_pretrained
 from ..llava import IMAGE_TOKEN, connector_graph, vision_graph
 
 ARCHITECTURES = ("LlavaNextForConditionalGeneration",)
@@ -28,9 +28,7 @@ NEWLINE_FILE = "image_newline.npy"
 def load(model_dir: Path):
     from transformers import LlavaNextForConditionalGeneration
 
-    return LlavaNextForConditionalGeneration.from_pretrained(
-        model_dir, attn_implementation="eager", dtype=torch.float32
-    ).eval()
+    return load_pretrained(LlavaNextForConditionalGeneration, model_dir)
 
 
 def preprocess_spec(model_dir: Path, config) -> PreprocessSpec:

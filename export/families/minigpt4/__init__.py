@@ -15,10 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ....runtime.manifest import Capabilities
-from ...decoder import decoder_graph
-from ..base import FamilyExport
-from ..blip_2 import image_spec, llm_spec, vision_graph
+from ..base import FamilyExport, load_pretrained
+from ..blip_2 import image_spec, prepare_query_model
 from ..blip_2 import connector_graph as blip2_connector
 from .sanitize import is_original_layout, sanitize
 
@@ -50,7 +48,7 @@ def load(model_dir: Path):
     config._attn_implementation = "eager"
     original = _original_weights(model_dir)
     if original is None:
-        return Blip2ForConditionalGeneration.from_pretrained(model_dir, config=config, dtype=torch.float32).eval()
+        return load_pretrained(Blip2ForConditionalGeneration, model_dir, config=config)
     state = torch.load(original, map_location="cpu", weights_only=True)
     state = state.get("model", state)  # MiniGPT-4 saves {"model": state_dict}
     if not is_original_layout(state):
@@ -64,25 +62,9 @@ def load(model_dir: Path):
 
 def prepare(model_dir: Path) -> FamilyExport:
     model = load(model_dir)
-    config = model.config
-    if config.text_config.model_type != "llama":
-        raise ValueError(f"MiniGPT-4 uses a Vicuna/Llama decoder; this config has {config.text_config.model_type!r}")
-    vision = vision_graph(model)
-    with torch.no_grad():
-        features = vision.module(*vision.example_inputs).contiguous()
-    lm = model.language_model
-    embed = lm.get_input_embeddings().weight.detach()
-    image = image_spec(model_dir, config)
+    if model.config.text_config.model_type != "llama":
+        raise ValueError(f"MiniGPT-4 uses a Vicuna/Llama decoder; this config has {model.config.text_config.model_type!r}")
+    image = image_spec(model_dir, model.config)
     image.placement, image.placeholder = "inline", PLACEHOLDER
-    return FamilyExport(
-        family="minigpt4",
-        architecture="MiniGPT4",
-        graphs=[vision, blip2_connector(model, features), decoder_graph(lm.model, lm.lm_head, config.text_config)],
-        embed_tokens=embed,
-        image=image,
-        llm=llm_spec(config.text_config, embed.shape[0]),
-        capabilities=Capabilities(),
-        source_config=config.to_dict(),
-        tokenizer_overrides={"chat_template": CHAT_TEMPLATE},
-        stop_strings=["###"],
-    )
+    return prepare_query_model(model, model_dir, "minigpt4", "MiniGPT4", blip2_connector, image,
+                               tokenizer_overrides={"chat_template": CHAT_TEMPLATE}, stop_strings=["###"])
