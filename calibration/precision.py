@@ -1,0 +1,65 @@
+"""Precision words: what users type (``int8``, ``w4`` …) and what the manifest records.
+
+The manifest's names are the TensorRT builder's (``export/tensorrt/options.py``): ``fp32``,
+``fp16``, ``int8`` (Q/DQ on activations and weights), ``int8-weight`` and ``int4-weight``
+(weight-only). Users may type either spelling; ``parse_precision`` returns manifest names.
+"""
+
+from __future__ import annotations
+
+from ..runtime.errors import VlmforgeError
+
+GRAPHS = ("vision", "connector", "llm")
+# user word → manifest precision
+ALIASES = {
+    "fp32": "fp32",
+    "fp16": "fp16",
+    "int8": "int8",
+    "w8": "int8-weight",
+    "int8-weight": "int8-weight",
+    "w4": "int4-weight",
+    "int4-weight": "int4-weight",
+}
+WEIGHT_ONLY_BITS = {"int8-weight": 8, "int4-weight": 4}
+TARGETS = ("onnxruntime", "tensorrt")
+
+
+class QuantizationError(VlmforgeError):
+    """A quantisation request that cannot be honoured; the message says why and what to do."""
+
+
+def parse_precision(text: str, graph_names=GRAPHS) -> dict[str, str]:
+    """``"fp16"`` (every graph) or ``"vision=int8,connector=fp16,llm=w4"`` → {graph: manifest precision}.
+
+    Graphs not named keep fp32.
+    """
+    if not text or not text.strip():
+        raise QuantizationError("--precision is empty; e.g. --precision int8 or --precision vision=int8,llm=w4")
+    out = {name: "fp32" for name in graph_names}
+    if "=" not in text:
+        word = _word(text.strip(), "every graph")
+        return {name: word for name in graph_names}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in graph_names:
+            raise QuantizationError(
+                f"--precision item {item!r} is not GRAPH=PRECISION with GRAPH one of {', '.join(graph_names)}; "
+                "e.g. vision=int8,connector=fp16,llm=w4"
+            )
+        out[name] = _word(value.strip(), name)
+    return out
+
+
+def _word(value: str, where: str) -> str:
+    if value not in ALIASES:
+        raise QuantizationError(
+            f"unknown precision {value!r} for {where}; choose one of fp32, fp16, int8, w8 (int8-weight), w4 (int4-weight)"
+        )
+    return ALIASES[value]
+
+
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise QuantizationError(f"unknown --target {target!r}; choose one of {', '.join(TARGETS)}")
+    return target
