@@ -1,0 +1,2 @@
+"""Worked examples shipped with vlmforge: the shapes task and the small VLM trained on it
+(``examples/default_model/``), which ``vlmforge demo`` and ``vlmforge eval`` use."""

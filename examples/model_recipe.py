@@ -1,0 +1,104 @@
+"""The default model's recipe: sizes, optimiser settings and the checkpoint skeleton it starts from.
+
+A ``LlavaNextForConditionalGeneration``: CLIP-style vision tower (48 px tiles, 8 px patches, so
+36 tokens per tile), a two-layer MLP projector and a Llama-style decoder, with AnyRes pinpoints
+[[48, 96], [96, 48], [96, 96]] so pictures are cut into 1×2, 2×1 or 2×2 grids plus a base view.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..export.tiny import IMAGE_TOKEN, train_tokenizer
+from .shapes_data import all_texts
+
+
+@dataclass(frozen=True)
+class Recipe:
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 32
+    turns: int = 8  # questions per picture, as a multi-turn conversation (the first is the eval format)
+    describe: int = 1  # 1: end each conversation with a caption turn (every shape, left to right)
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05  # cosine decay ends at lr × this
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    threads: int = 1  # fixed: results depend on it; and on a shared 2-core machine 2 threads spin-wait (5× slower)
+    eval_every: int = 250
+    num_val: int = 250  # validation questions (teacher-forced exact match) at each eval
+    vocab_size: int = 384
+    tile: int = 48
+    patch: int = 8
+    grid_pinpoints: list = field(default_factory=lambda: [[48, 96], [96, 48], [96, 96]])
+    vision_hidden: int = 128
+    vision_layers: int = 4
+    vision_heads: int = 4
+    text_hidden: int = 192
+    text_layers: int = 4
+    text_heads: int = 6
+    text_kv_heads: int = 2
+    max_positions: int = 512
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_tokenizer(recipe: Recipe):
+    """Byte-level BPE trained on every question and answer of the task; ``<image>`` is special."""
+    tokenizer = train_tokenizer(recipe.vocab_size, corpus=all_texts())
+    for text in all_texts():  # the vocabulary must hold every answer word whole: one token + EOS
+        if text.startswith(" ") and "," not in text and len(tokenizer(text, add_special_tokens=False)["input_ids"]) != 1:
+            raise ValueError(f"answer {text!r} is not a single token; raise vocab_size ({recipe.vocab_size})")
+    return tokenizer
+
+
+def build_model(recipe: Recipe, tokenizer):
+    """A randomly initialised model (seeded by the caller) with the recipe's sizes."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig, LlavaNextForConditionalGeneration
+
+    vision = CLIPVisionConfig(
+        hidden_size=recipe.vision_hidden, intermediate_size=4 * recipe.vision_hidden,
+        num_hidden_layers=recipe.vision_layers, num_attention_heads=recipe.vision_heads,
+        image_size=recipe.tile, patch_size=recipe.patch, projection_dim=recipe.vision_hidden,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=recipe.text_hidden, intermediate_size=3 * recipe.text_hidden,
+        num_hidden_layers=recipe.text_layers, num_attention_heads=recipe.text_heads,
+        num_key_value_heads=recipe.text_kv_heads, max_position_embeddings=recipe.max_positions,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    config = LlavaNextConfig(
+        vision_config=vision, text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=(recipe.tile // recipe.patch) ** 2,
+        vision_feature_layer=-1,  # a 4-layer tower: every layer earns its place
+        vision_feature_select_strategy="default",
+        image_grid_pinpoints=recipe.grid_pinpoints,
+    )
+    model = LlavaNextForConditionalGeneration(config)
+    gen = model.generation_config
+    gen.eos_token_id, gen.bos_token_id, gen.pad_token_id = tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id
+    gen.max_new_tokens, gen.do_sample = 8, False  # answers are one word + EOS
+    return model
+
+
+def save_processor(recipe: Recipe, out: Path) -> None:
+    """LlavaNextImageProcessor with shortest_edge = crop = tile: transformers' PIL processor and
+    vlmforge's anyres kernel then produce the same tiles."""
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    size, crop = {"shortest_edge": recipe.tile}, {"height": recipe.tile, "width": recipe.tile}
+    LlavaNextImageProcessorPil(size=size, crop_size=crop, image_grid_pinpoints=recipe.grid_pinpoints).save_pretrained(out)
+    path = out / "preprocessor_config.json"
+    data = json.loads(path.read_text())
+    data["image_processor_type"] = "LlavaNextImageProcessor"
+    path.write_text(json.dumps(data, indent=2))
+
+
+def max_tiles(recipe: Recipe) -> int:
+    """The most tiles one picture can produce: the base view + the largest grid."""
+    return 1 + max((h // recipe.tile) * (w // recipe.tile) for h, w in recipe.grid_pinpoints)

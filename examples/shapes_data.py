@@ -1,0 +1,128 @@
+"""The "shapes" task: procedural scenes of coloured shapes with short questions and answers.
+
+Every sample is a pure function of its seed (``numpy.random.default_rng(seed)`` and Pillow's
+non-antialiased drawing), so the splits below are fixed: the same seed gives the same picture,
+the same questions and the same answers on every machine.
+
+A scene is 1-4 shapes on a textured grey background; within a scene every shape has its own kind
+and its own colour, no two shapes touch, and the largest shape is clearly the largest (at least
+1.6× the area of any other). Pictures come in seven aspect ratios, so LLaVA-NeXT's AnyRes
+tiling picks different grids (1×2, 2×1, 2×2 with 48 px tiles).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .shapes_scene import COLORS, SHAPES, Shape, draw_scene, sample_scene
+
+__all__ = ["COLORS", "DESCRIBE", "QUESTION_TYPES", "SHAPES", "SPLITS", "Question", "Sample", "all_texts", "describe", "make_sample",
+           "prompt_for", "split_samples"]
+
+QUESTION_TYPES = ("color", "shape", "count", "relation", "largest")
+RELATIONS = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+# disjoint seed ranges: a sample's split is fixed by its seed alone
+SPLITS = {"train": 0, "validation": 1_000_000, "test": 2_000_000}
+SPLIT_SIZE = 1_000_000
+DESCRIBE = "Describe the picture."
+
+
+@dataclass(frozen=True)
+class Question:
+    kind: str  # one of QUESTION_TYPES
+    text: str
+    answer: str  # one word: a colour, a shape, a digit, "yes" or "no"
+
+
+@dataclass
+class Sample:
+    seed: int
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    shapes: tuple[Shape, ...]
+    questions: list[Question]  # up to 8, every type the scene can answer, in a seeded order
+
+
+def prompt_for(question: str) -> str:
+    """The single-turn LLaVA prompt (what the chat template renders for one user turn)."""
+    return f"USER: <image>\n{question} ASSISTANT:"
+
+
+def make_sample(seed: int, first: str | None = None) -> Sample:
+    """The scene, picture and questions for ``seed``; ``first`` puts a question of that type first.
+
+    Scenes for relation / largest questions have at least two shapes; otherwise 1-4 uniformly."""
+    if first is not None and first not in QUESTION_TYPES:
+        raise ValueError(f"unknown question type {first!r}; choose one of {', '.join(QUESTION_TYPES)}")
+    rng = np.random.default_rng(seed)
+    min_shapes = 2 if first in ("relation", "largest") else 1
+    shapes, (h, w) = sample_scene(rng, min_shapes)
+    image = draw_scene(rng, shapes, h, w)
+    questions = _questions(shapes, rng, first)
+    order = [int(i) for i in rng.permutation(len(questions))]
+    questions = [questions[i] for i in order]
+    if first is not None:
+        questions.sort(key=lambda q: q.kind != first)  # stable: the rest keep their seeded order
+    return Sample(seed, image, tuple(shapes), questions)
+
+
+def _questions(shapes: list[Shape], rng: np.random.Generator, first: str | None) -> list[Question]:
+    """One binding question per shape (its colour, or which shape has its colour: never both, so no
+    answer can be copied from another turn), the count, and with two shapes or more the largest
+    and up to two relations."""
+    kinds = ["color" if rng.integers(2) else "shape" for _ in shapes]
+    if first in ("color", "shape"):
+        kinds[int(rng.integers(len(shapes)))] = first
+    out = [Question("color", f"What color is the {s.kind}?", s.color) if k == "color"
+           else Question("shape", f"Which shape is {s.color}?", s.kind) for s, k in zip(shapes, kinds)]
+    out.append(Question("count", "How many shapes are there?", str(len(shapes))))
+    if len(shapes) >= 2:
+        largest = max(shapes, key=lambda s: s.area)
+        out.append(Question("largest", "Which shape is the largest?", largest.kind))
+        pairs = [(i, j) for i in range(len(shapes)) for j in range(i + 1, len(shapes))]
+        for p in rng.choice(len(pairs), size=min(2, len(pairs)), replace=False):
+            i, j = pairs[int(p)]
+            a, b = (shapes[i], shapes[j]) if rng.integers(2) else (shapes[j], shapes[i])
+            out.append(_ask_relation(a, b, rng))
+    return out
+
+
+def split_samples(split: str, n: int, start: int = 0) -> list[tuple[int, str]]:
+    """(seed, question type) for ``n`` samples of ``split``: types cycle so each gets n/5 questions."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if start + n > SPLIT_SIZE:
+        raise ValueError(f"split {split!r} holds {SPLIT_SIZE} samples; asked for {start}..{start + n}")
+    base = SPLITS[split]
+    return [(base + i, QUESTION_TYPES[i % len(QUESTION_TYPES)]) for i in range(start, start + n)]
+
+
+def _ask_relation(a: Shape, b: Shape, rng: np.random.Generator) -> Question:
+    """A yes/no question about two shapes, on an axis where their boxes do not overlap."""
+    clear = []
+    if a.x1 < b.x0 or b.x1 < a.x0:
+        clear.append("left of" if a.x1 < b.x0 else "right of")
+    if a.y1 < b.y0 or b.y1 < a.y0:
+        clear.append("above" if a.y1 < b.y0 else "below")
+    assert clear, "placed shapes never overlap on both axes"
+    truth = clear[int(rng.integers(len(clear)))]
+    is_yes = bool(rng.integers(2))
+    asked = truth if is_yes else RELATIONS[truth]
+    return Question("relation", f"Is the {a.kind} {asked} the {b.kind}?", "yes" if is_yes else "no")
+
+
+def describe(sample: Sample) -> Question:
+    """The caption turn: every shape as "colour kind", left to right (a training-only target)."""
+    shapes = sorted(sample.shapes, key=lambda s: s.x0 + s.x1)
+    return Question("describe", DESCRIBE, ", ".join(f"{s.color} {s.kind}" for s in shapes))
+
+
+def all_texts() -> list[str]:
+    """Every question and answer the task can produce, each once (the tokenizer's training text)."""
+    texts = ["How many shapes are there?", "Which shape is the largest?", DESCRIBE]
+    texts += [f"What color is the {s}?" for s in SHAPES] + [f"Which shape is {c}?" for c in COLORS]
+    texts += [f"Is the {a} {rel} the {b}?" for a in SHAPES for b in SHAPES if a != b for rel in RELATIONS]
+    answers = list(COLORS) + list(SHAPES) + ["1", "2", "3", "4", "yes", "no"]
+    captions = [f" {c} {s}, {c} {s}" for c in COLORS for s in SHAPES]
+    return [prompt_for(t) for t in texts] + [f" {a}" for a in answers] + captions
