@@ -7,12 +7,12 @@ into a temporary sibling folder and renamed into place, like ``export_model``.
 from __future__ import annotations
 
 import copy
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from ..export.api import write_atomically
 from ..runtime.manifest import MANIFEST_NAME, Manifest, load_manifest
 from . import onnx_io
 from .cache import CalibrationCache, default_cache_path, load_cache
@@ -55,23 +55,7 @@ def quantize_model(
     cache = _cache_if_needed(plan, root, calibration)
     _check_plan(root, manifest, plan, target, block_size)
     options = dict(target=target, block_size=block_size, accuracy_level=accuracy_level, min_sqnr_db=min_sqnr_db)
-    return _write_atomically(out, lambda tmp: _quantize_into(root, tmp, manifest, plan, cache, options, embeddings))
-
-
-def _write_atomically(out: Path, fill) -> Manifest:
-    """``fill(tmp)`` writes a sibling temporary folder, renamed to ``out`` only when complete."""
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        result = fill(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return result
+    return write_atomically(out, lambda tmp: _quantize_into(root, tmp, manifest, plan, cache, options, embeddings))
 
 
 def _refuse_quantised(manifest: Manifest, root: Path) -> None:

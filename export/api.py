@@ -33,18 +33,24 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool 
     family = resolve(read_config(model_dir))
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists; remove it or pass overwrite=True (--overwrite)")
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    return write_atomically(out_dir, lambda tmp: _export_into(family, model_dir, tmp, check))
+
+
+def write_atomically(out: Path, fill):
+    """``fill(tmp)`` writes a sibling temporary folder, renamed to ``out`` only when complete:
+    an error never leaves a half-written folder behind."""
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        manifest = _export_into(family, model_dir, tmp, check)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        result = fill(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return manifest
+    return result
 
 
 def _export_into(family, model_dir: Path, tmp: Path, check: bool) -> Manifest:
