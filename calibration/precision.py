@@ -7,6 +7,7 @@ The manifest's names are the TensorRT builder's (``export/tensorrt/options.py``)
 
 from __future__ import annotations
 
+from ..export.per_graph import parse_per_graph
 from ..runtime.errors import VlmforgeError
 
 GRAPHS = ("vision", "connector", "llm")
@@ -35,20 +36,8 @@ def parse_precision(text: str, graph_names=GRAPHS) -> dict[str, str]:
     """
     if not text or not text.strip():
         raise QuantizationError("--precision is empty; e.g. --precision int8 or --precision vision=int8,llm=w4")
-    out = {name: "fp32" for name in graph_names}
-    if "=" not in text:
-        word = _word(text.strip(), "every graph")
-        return {name: word for name in graph_names}
-    for item in text.split(","):
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or name not in graph_names:
-            raise QuantizationError(
-                f"--precision item {item!r} is not GRAPH=PRECISION with GRAPH one of {', '.join(graph_names)}; "
-                "e.g. vision=int8,connector=fp16,llm=w4"
-            )
-        out[name] = _word(value.strip(), name)
-    return out
+    chosen = parse_per_graph(text, graph_names, _word, QuantizationError, "vision=int8,connector=fp16,llm=w4")
+    return {name: chosen.get(name, "fp32") for name in graph_names}
 
 
 def _word(value: str, where: str) -> str:

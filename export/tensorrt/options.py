@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ...runtime.errors import VlmforgeError
+from ..per_graph import parse_per_graph
 from ...runtime.manifest import GraphSpec, Manifest
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-weight", "int4-weight")
@@ -52,19 +53,7 @@ def parse_precision(text: str | None, graph_names: list[str]) -> dict[str, str]:
     """``"fp16"`` (every graph) or ``"vision=fp16,connector=fp16,llm=int8"`` → {graph: precision}."""
     if not text:
         return {}
-    if "=" not in text:
-        return {name: _check_precision(text.strip(), "every graph") for name in graph_names}
-    out = {}
-    for item in text.split(","):
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or name not in graph_names:
-            raise VlmforgeError(
-                f"--precision item {item!r} is not GRAPH=PRECISION with GRAPH one of {', '.join(graph_names)}; "
-                "e.g. vision=fp16,connector=fp16,llm=fp16"
-            )
-        out[name] = _check_precision(value.strip(), name)
-    return out
+    return parse_per_graph(text, graph_names, _check_precision, VlmforgeError, "vision=fp16,connector=fp16,llm=fp16")
 
 
 def _check_precision(value: str, where: str) -> str:
