@@ -1,7 +1,7 @@
 """Engine sessions: one class per backend behind one protocol, ``run(feeds) -> outputs``.
 
-The LLM additionally needs a KV-cached step; backends provide it through ``decoder_step``
-(see ``kv_cache.py``). Choosing a backend is explicit and its errors name the fix.
+The LLM additionally needs a KV-cached step (``kv_cache.py``); ``backends.py`` picks and opens
+the backend, with errors that name the fix.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ import numpy as np
 
 from .errors import VlmforgeError
 from .manifest import GraphSpec
-
-BACKENDS = ("onnxruntime",)
-
 
 class EngineSession(Protocol):
     spec: GraphSpec
@@ -59,10 +56,3 @@ class OrtSession:
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self.session.run(self.spec.output_names, dict(feeds))
         return dict(zip(self.spec.output_names, outputs))
-
-
-def open_session(root: Path, spec: GraphSpec, backend: str = "onnxruntime", threads: int | None = None):
-    if backend not in BACKENDS:
-        raise VlmforgeError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
-    path = root / spec.path
-    return OrtSession(path, spec, threads=threads)
