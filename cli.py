@@ -43,8 +43,11 @@ def cmd_run(args) -> int:
 
 def cmd_profile(args) -> int:
     from .runtime import Pipeline
+    from .runtime.plot import check_plot_path
     from .runtime.profile import profile
 
+    if args.plot:
+        check_plot_path(args.plot)
     pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads)
     prompt, images = _prompt_and_images(args)
     report = profile(pipe, prompt, images, runs=args.runs, warmup=args.warmup, max_new_tokens=args.max_new_tokens)
@@ -57,6 +60,11 @@ def cmd_profile(args) -> int:
 
         write_trace(report.runs, args.trace)
         print(f"wrote {args.trace} (open it in https://ui.perfetto.dev)")
+    if args.plot:
+        from .runtime.plot import write_plot
+
+        write_plot(report.as_dict(), args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -140,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--warmup", type=int, default=1)
     f.add_argument("--json", help="write the report as JSON here")
     f.add_argument("--trace", help="write a Chrome trace (Perfetto) here: one track per stage")
+    f.add_argument("--plot", help="write a PNG chart of where the time goes here")
     f.set_defaults(func=cmd_profile)
 
     b = sub.add_parser("build", help="TensorRT engines for an exported folder (or the trtexec script for them)")

@@ -3,6 +3,8 @@
 ONNX Runtime: the cache lives in ``OrtValue``s that one step's outputs (present.*) hand to the
 next step's inputs (past_key_values.*) through I/O binding — the cache never passes through
 NumPy or Python copies between steps; only the new embeddings go in and the logits come out.
+The binding is ORT's C-level one (``ort_binding.FastBinding``): the Python wrapper costs more
+per step than everything else the host does.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class OrtKVCache:
         import onnxruntime as ort
 
         empty = np.zeros((1, self.spec.num_kv_heads, 0, self.spec.head_dim), dtype=self.spec.kv_dtype)
-        self.values = [ort.OrtValue.ortvalue_from_numpy(empty) for _ in self.past_names]
+        self.values = [ort.OrtValue.ortvalue_from_numpy(empty) for _ in self.past_names]  # then C-level ones
         self.num_tokens = 0
 
     @property
@@ -53,10 +55,15 @@ class OrtDecoder:
         self.cache = OrtKVCache(spec)
         import onnxruntime as ort
 
-        # logits land in a buffer we own, (1, 1, vocab): no allocation or copy per step
+        # logits land in buffers we own, 2 × (1, 1, vocab), alternating: no allocation or copy per step,
+        # and the logits a step returns stay valid through the following step
         vocab = session.spec.outputs[0].shape[-1]
-        self._logits = np.empty((1, 1, vocab if isinstance(vocab, int) else spec.vocab_size), dtype=np.float32)
-        self._logits_value = ort.OrtValue.ortvalue_from_numpy(self._logits)
+        shape = (1, 1, vocab if isinstance(vocab, int) else spec.vocab_size)
+        self._logits = [np.empty(shape, dtype=np.float32) for _ in range(2)]
+        self._logits_values = [ort.OrtValue.ortvalue_from_numpy(x) for x in self._logits]
+        self._turn = 0  # which logits buffer the next step writes
+        self._ones = np.ones((1, max(1, spec.max_context)), dtype=np.int64)  # attention_mask: a prefix view per step
+        self._binding = make_binding(self.session, self.cache_device)
         inputs = {i.name for i in self.session.get_inputs()}
         self._takes_positions = "position_ids" in inputs  # T5-style decoders use relative bias instead
         self.constants: dict = {}  # name → OrtValue bound at every step (cross-attention K/V, memory mask)
@@ -74,25 +81,37 @@ class OrtDecoder:
         self.constants = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
     def step(self, inputs_embeds: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
-        """inputs_embeds (1, s, d) float32, position_ids (1, s) int64 → logits (vocab,) float32."""
+        """inputs_embeds (1, s, d) float32, position_ids (1, s) int64 → logits (vocab,) float32.
+
+        The logits are a view of a buffer the step after next overwrites: copy them to keep them longer."""
         seq = inputs_embeds.shape[1]
         total = self.cache.num_tokens + seq
-        binding = self.session.io_binding()
-        binding.bind_cpu_input("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
-        binding.bind_cpu_input("attention_mask", np.ones((1, total), dtype=np.int64))
+        if total > self._ones.shape[1]:  # past the declared context (the pipeline refuses that earlier)
+            self._ones = np.ones((1, total), dtype=np.int64)
+        b = self._binding
+        b.bind_array("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
+        b.bind_array("attention_mask", self._ones[:, :total])  # (1, total): a contiguous prefix view
         if self._takes_positions:
-            binding.bind_cpu_input("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
+            b.bind_array("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
         for name, value in zip(self.cache.past_names, self.cache.values):
-            binding.bind_ortvalue_input(name, value)
+            b.bind_value(name, value)
         for name, value in self.constants.items():
-            binding.bind_ortvalue_input(name, value)
-        binding.bind_ortvalue_output("logits", self._logits_value)
+            b.bind_value(name, value)
+        turn = self._turn
+        self._turn ^= 1
+        b.bind_value_output("logits", self._logits_values[turn])
         for name in self.cache.present_names:
-            binding.bind_output(name, self.cache_device)
+            b.bind_device_output(name)  # rebound every step: the cache grows by seq tokens
         start = time.perf_counter()
-        self.session.run_with_iobinding(binding)
+        b.run()
         self.engine_s.append(time.perf_counter() - start)
-        outputs = binding.get_outputs()
-        self.cache.values = outputs[1:]
+        self.cache.values = b.outputs()[1:]
         self.cache.num_tokens = total
-        return self._logits[0, -1].copy()  # the buffer is reused by the next step
+        return self._logits[turn][0, -1]
+
+
+def make_binding(session, device: str):
+    """ORT's C-level binding when this onnxruntime has it, else the public ``IOBinding`` behind the same verbs."""
+    from .ort_binding import FastBinding, PublicBinding
+
+    return FastBinding(session, device) if FastBinding.available(session) else PublicBinding(session, device)

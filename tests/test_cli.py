@@ -21,9 +21,9 @@ def test_export_run_profile(tiny_llava, tmp_path, capsys):
     assert main(["run", str(out), "--image", str(img), "--prompt", prompt, "--max-new-tokens", "5"]) == 0
     assert "5 tokens" in capsys.readouterr().err
     report = tmp_path / "profile.json"
-    trace = tmp_path / "trace.json"
+    trace, plot = tmp_path / "trace.json", tmp_path / "where.png"
     args = ["profile", str(out), "--image", str(img), "--runs", "3", "--max-new-tokens", "6", "--json", str(report),
-            "--trace", str(trace)]
+            "--trace", str(trace), "--plot", str(plot)]
     assert main(args) == 0
     table = capsys.readouterr().out
     assert "time to first token" in table and "decode/step" in table
@@ -42,6 +42,8 @@ def test_export_run_profile(tiny_llava, tmp_path, capsys):
     slices = [e for e in events if e["ph"] == "X"]
     assert sum(e["name"] == "decode" for e in slices) == 3 * 5
     assert all(e["dur"] >= 0 and e["ts"] >= 0 for e in slices)
+    chart = np.asarray(Image.open(plot).convert("RGB"))
+    assert chart.shape[0] > 100 and len(np.unique(chart.reshape(-1, 3), axis=0)) > 5  # bars drawn, not blank
 
 
 def test_errors_are_one_line(tmp_path, capsys):
