@@ -147,3 +147,38 @@ def hd_layout(canvas_hw: tuple[int, int], spec: PreprocessSpec) -> TileLayout:
 def hd_output_shape(image_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[int, int, int, int]:
     pl, _ = hd_plan(image_hw, spec)
     return (1 + len(pl.tiles), 3, spec.tile_size, spec.tile_size)
+
+
+def pack_hd_features(embeds: np.ndarray, grid: tuple[int, int], spec: PreprocessSpec,
+                     newline: np.ndarray | None, separator: np.ndarray) -> np.ndarray:
+    """Connector output → InternLM-XComposer2-4KHD's image token sequence.
+
+    embeds (1 + rows·cols, per², d): the global view, then the local tiles row-major, each with
+    per × per merged tokens (per = tile / patch / merge). Returns (hd_num_image_tokens, d):
+    the global view's ``per`` rows each followed by ``newline`` (``sub_GN``), one ``separator``
+    (``glb_GN``), then the local tiles stitched into one (rows·per) × (cols·per) grid whose rows
+    each end with ``newline`` — so a row of tokens crosses tile borders, as in the original."""
+    rows, cols = grid
+    per = spec.tile_size // spec.patch_size // spec.merge_size
+    n, tokens, d = embeds.shape
+    if n != 1 + rows * cols or tokens != per * per:
+        raise ValueError(f"hd features {embeds.shape} do not fit a {rows}×{cols} grid of {per}×{per}-token tiles "
+                         f"plus a global view; the connector must output (1 + rows·cols, {per * per}, hidden)")
+    nl = 1 if spec.image_newline else 0
+    glb = np.empty((per, per + nl, d), dtype=embeds.dtype)
+    glb[:, :per] = embeds[0].reshape(per, per, d)
+    local = np.empty((rows * per, cols * per + nl, d), dtype=embeds.dtype)
+    # (rows, cols, per, per, d) → (rows, per, cols, per, d): tile rows interleave into image rows
+    local[:, : cols * per] = embeds[1:].reshape(rows, cols, per, per, d).transpose(0, 2, 1, 3, 4).reshape(rows * per, cols * per, d)
+    if nl:
+        glb[:, per] = newline
+        local[:, cols * per] = newline
+    out = np.concatenate([glb.reshape(-1, d), np.asarray(separator, dtype=embeds.dtype).reshape(1, d), local.reshape(-1, d)])
+    assert out.shape[0] == hd_num_image_tokens(rows, cols, spec)
+    return out
+
+
+def hd_grid(image_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[int, int]:
+    """(rows, cols) of local tiles HD_transform gives an image of this size."""
+    _, (ph, pw) = hd_plan(image_hw, spec)
+    return ph // spec.tile_size, pw // spec.tile_size

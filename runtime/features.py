@@ -1,7 +1,8 @@
 """Connector output → the image's token embeddings, in prompt order.
 
 Which layout applies is the preprocessing scheme's (from the manifest): a fixed tile is its
-patches in order; an AnyRes batch is unpadded and gets a newline embedding per row.
+patches in order; an AnyRes batch is unpadded and gets a newline embedding per row; an HD batch
+is the global view and the stitched local grid, rows ended by newlines, a separator between.
 """
 
 from __future__ import annotations
@@ -9,14 +10,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.anyres import pack_anyres_features
+from ..kernels.hd import hd_grid, pack_hd_features
 from ..kernels.patches import patches_layout
 from ..kernels.spec import PreprocessSpec
 
 
-def pack_image_features(embeds: np.ndarray, image_hw, spec: PreprocessSpec, newline: np.ndarray | None) -> np.ndarray:
-    """embeds (tiles, patches, d) → (num_image_tokens, d)."""
+def pack_image_features(embeds: np.ndarray, image_hw, spec: PreprocessSpec, newline: np.ndarray | None,
+                        separator: np.ndarray | None = None) -> np.ndarray:
+    """embeds (tiles, patches, d) → (num_image_tokens, d). ``separator``: hd's token between views."""
     if spec.scheme == "anyres":
         return pack_anyres_features(embeds, image_hw, spec, newline if spec.image_newline else None)
+    if spec.scheme == "hd":
+        if separator is None or (spec.image_newline and newline is None):
+            raise ValueError("hd packing needs the newline and view-separator embeddings; the manifest's image "
+                             "section must name them (newline_path, separator_path)")
+        return pack_hd_features(embeds, hd_grid(image_hw, spec), spec, newline, separator)
     if spec.scheme == "patches" and spec.image_newline:
         return append_row_newlines(embeds, patches_layout(image_hw, spec).grid, newline)
     return embeds.reshape(-1, embeds.shape[-1])

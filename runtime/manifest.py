@@ -97,6 +97,7 @@ class ImageSpec:
     image_token_id: int  # the id every image slot carries in input_ids
     preprocess: PreprocessSpec
     newline_path: str | None = None  # (hidden,) .npy appended after every row of image tokens
+    separator_path: str | None = None  # hd: (hidden,) .npy between the global view and the local grid
     # "inline": the prompt holds one placeholder per image; "prefix": image slots go first,
     # before BOS, and the prompt holds none (BLIP-2's layout); "memory": no slots, the image
     # embeddings are the decoder's cross-attention memory (BLIP)

@@ -52,6 +52,8 @@ class Pipeline:
         connector_tok = manifest.image.connector_tokenizer
         self.connector_tokenizer = TextTokenizer(root, connector_tok) if connector_tok else None
         self.image_newline = self._newline_embedding()  # (hidden,) or None
+        sep = self.manifest.image.separator_path if self.manifest.image else None
+        self.view_separator = np.load(self.root / sep) if sep else None  # hd: (hidden,) or None
         self.last_result: GenerationResult | None = None
 
     def _newline_embedding(self) -> np.ndarray | None:
@@ -88,7 +90,8 @@ class Pipeline:
                 feeds.update(self.connector_text_feeds(prompt_text, features.shape[0]))
             with timer("connector"):
                 embeds = self.connector.run(feeds)["image_embeds"]
-        embeds = pack_image_features(embeds, rgb.shape[:2], self.manifest.image.preprocess, self.image_newline)
+        embeds = pack_image_features(embeds, rgb.shape[:2], self.manifest.image.preprocess, self.image_newline,
+                                     self.view_separator)
         assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
         return embeds
 

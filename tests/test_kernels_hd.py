@@ -74,3 +74,35 @@ def test_too_elongated_is_refused():
     img = np.zeros((1, 20000, 3), np.uint8)
     with pytest.raises(ValueError, match="too elongated"):
         tile_and_patchify(img, SPEC)
+
+
+@pytest.mark.parametrize("h,w", [(300, 900), (1600, 500), (336, 336), (2000, 2000)])
+def test_feature_packing_follows_the_original(h, w):
+    """pack_hd_features == the 4KHD vision tower's torch sequence (reshape/permute/cat with sub_GN
+    per row and glb_GN between the views), token count == the layout's."""
+    from vlmforge.kernels.hd import hd_grid, pack_hd_features
+
+    spec = SPEC
+    rows, cols = hd_grid((h, w), spec)
+    _, layout = tile_and_patchify(random_image(h, w, 0), spec)
+    assert (rows, cols) == layout.grid and layout.num_tiles == 1 + rows * cols
+    c = 8
+    rng = np.random.default_rng(h * w)
+    feats = rng.standard_normal((1 + rows * cols, 144, c)).astype(np.float32)
+    sub_gn, glb_gn = rng.standard_normal((2, c)).astype(np.float32)
+    ours = pack_hd_features(feats, (rows, cols), spec, sub_gn, glb_gn)
+
+    f, sub, glb = torch.from_numpy(feats), torch.from_numpy(sub_gn).reshape(1, 1, 1, c), torch.from_numpy(glb_gn).reshape(1, 1, c)
+    sub_img = f[1:].reshape(1, rows, cols, 12, 12, c).permute(0, 1, 3, 2, 4, 5).reshape(1, rows * 12, cols * 12, c)
+    sub_img = torch.cat([sub_img, sub.repeat(1, rows * 12, 1, 1)], dim=2).reshape(1, -1, c)
+    glb_img = torch.cat([f[:1].reshape(1, 12, 12, c), sub.repeat(1, 12, 1, 1)], dim=2).reshape(1, -1, c)
+    reference = torch.cat([glb_img, glb, sub_img], dim=1)[0].numpy()
+    np.testing.assert_array_equal(ours, reference)
+    assert ours.shape[0] == layout.num_image_tokens
+
+
+def test_feature_packing_refuses_a_wrong_batch():
+    from vlmforge.kernels.hd import pack_hd_features
+
+    with pytest.raises(ValueError, match="2×3 grid"):
+        pack_hd_features(np.zeros((6, 144, 4), np.float32), (2, 3), SPEC, np.zeros(4), np.zeros(4))
