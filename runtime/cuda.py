@@ -127,3 +127,13 @@ class EventTimer:
     def elapsed_s(self) -> float:
         call(cudart().cudaEventSynchronize(self.end))
         return float(call(cudart().cudaEventElapsedTime(self.begin, self.end))) / 1e3
+
+
+def memory_used_bytes(device: int = 0) -> dict:
+    """Device memory now in use (total − free, every process on the GPU) and the total, in bytes.
+
+    On Jetson the GPU shares the system memory, so "used" includes what the CPU side holds."""
+    rt = cudart()
+    call(rt.cudaSetDevice(device))
+    free, total = call(rt.cudaMemGetInfo())
+    return {"gpu_used_bytes": int(total - free), "gpu_total_bytes": int(total)}

@@ -81,6 +81,9 @@ class ProfileReport:
             f"peak RSS              {self.memory.get('peak_rss_bytes', 0) / 2**20:.1f} MiB "
             f"(artifacts {sum(self.memory.get('artifact_bytes', {}).values()) / 2**20:.1f} MiB)",
         ]
+        if "gpu_used_bytes" in self.memory:
+            lines.append(f"GPU memory used       {self.memory['gpu_used_bytes'] / 2**20:.1f} MiB "
+                         f"of {self.memory['gpu_total_bytes'] / 2**20:.0f} MiB")
         return "\n".join(lines)
 
 
@@ -111,11 +114,19 @@ def peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+GPU_BACKENDS = ("tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt")
+
+
 def memory(pipe) -> dict:
-    return {
+    out = {
         "peak_rss_bytes": peak_rss_bytes(),
         "artifact_bytes": {name: a.bytes for name, a in pipe.manifest.artifacts.items()},
     }
+    if getattr(pipe, "backend", None) in GPU_BACKENDS:  # after the runs: engines, KV cache, workspaces resident
+        from .cuda import memory_used_bytes
+
+        out.update(memory_used_bytes())
+    return out
 
 
 def profile(pipe, prompt: str, images: list, runs: int = 5, warmup: int = 1, max_new_tokens: int = 32) -> ProfileReport:

@@ -286,3 +286,19 @@ def test_tensorrt_backend_over_fake_tensorrt_gives_ort_tokens(folder, monkeypatc
         pipe.decoder.step(np.zeros((1, 97, 64), np.float32), np.arange(97)[None])
     with pytest.raises(VlmforgeError, match=r"outside the engine's profile \(1, 3, 30, 30\)\.\.\(1, 3, 30, 30\)"):
         pipe.vision.run({"pixel_values": np.zeros((2, 3, 30, 30), np.float32)})
+
+
+def test_profile_reports_gpu_memory_on_gpu_backends(monkeypatch):
+    """memory() asks CUDA for used/total device memory on GPU backends, and never on the CPU one."""
+    from types import SimpleNamespace
+
+    from vlmforge.runtime import cuda, profile
+
+    ok = object()
+    fake = SimpleNamespace(cudaError_t=SimpleNamespace(cudaSuccess=ok), cudaSetDevice=lambda d: (ok,),
+                           cudaMemGetInfo=lambda: (ok, 3 * 2**30, 8 * 2**30))
+    monkeypatch.setattr(cuda, "cudart", lambda: fake)
+    manifest = SimpleNamespace(artifacts={})
+    gpu = profile.memory(SimpleNamespace(backend="tensorrt", manifest=manifest))
+    assert gpu["gpu_used_bytes"] == 5 * 2**30 and gpu["gpu_total_bytes"] == 8 * 2**30
+    assert "gpu_used_bytes" not in profile.memory(SimpleNamespace(backend="onnxruntime", manifest=manifest))
