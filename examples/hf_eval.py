@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import DEFAULT_MODEL
 from .shapes_data import make_sample, prompt_for, split_samples
-
-DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model"
 
 
 def per_type(kinds: list[str], correct: list[bool]) -> dict[str, float]:

@@ -117,12 +117,26 @@ def draw_scene(rng: np.random.Generator, shapes: list[Shape], h: int, w: int) ->
     draw = ImageDraw.Draw(img)
     for s in shapes:
         jitter = rng.integers(-COLOR_JITTER, COLOR_JITTER + 1, 3)
-        fill = tuple(int(v) for v in np.clip(np.array(COLORS[s.color]) + jitter, 0, 255))
-        if s.kind == "circle":
-            draw.ellipse([s.x0, s.y0, s.x1, s.y1], fill=fill)
-        else:
-            draw.polygon(outline(s.kind, s.x0, s.y0, s.side), fill=fill)
+        _draw_shape(draw, s, tuple(int(v) for v in np.clip(np.array(COLORS[s.color]) + jitter, 0, 255)))
     return np.asarray(img)
+
+
+def label_map(shapes: tuple[Shape, ...], h: int, w: int) -> np.ndarray:
+    """(h, w) uint8: 0 for background, i + 1 where shape i is drawn (the same pixels as draw_scene)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(img)
+    for i, s in enumerate(shapes):
+        _draw_shape(draw, s, i + 1)
+    return np.asarray(img)
+
+
+def _draw_shape(draw, s: Shape, fill) -> None:
+    if s.kind == "circle":
+        draw.ellipse([s.x0, s.y0, s.x1, s.y1], fill=fill)
+    else:
+        draw.polygon(outline(s.kind, s.x0, s.y0, s.side), fill=fill)
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""Train the default model from scratch on the shapes task (CPU, deterministic, ~30 min on 2 cores).
+"""Train the default model from scratch on the shapes task (CPU, deterministic, one torch thread).
 
     python -m vlmforge.examples.train_default_model --out examples/default_model
 
-Every step draws ``batch_size`` fresh training pictures (seeds step·B … step·B + B − 1 of the train
+Stage 1 (``vision_pretrain.py``) trains the vision tower alone to name the shape under every patch;
+stage 2 trains the whole model with the LLaVA loss. In stage 2 every step draws ``batch_size`` fresh training pictures (seeds step·B … step·B + B − 1 of the train
 split), each with up to ``turns`` questions as one conversation; the loss is the standard LLaVA
 one (cross-entropy on answer tokens and EOS only). Validation is teacher-forced exact match on
 held-apart validation seeds, which equals greedy exact match: greedy decoding reproduces the
@@ -26,21 +27,29 @@ from .hf_eval import teacher_forced_accuracy
 from .model_recipe import Recipe, build_model, build_tokenizer, max_tiles, save_processor
 from .shapes_batches import ShapesEncoder, collate
 from .shapes_data import describe, make_sample, split_samples
+from .vision_pretrain import pretrain_vision
 
 
-def lr_at(recipe: Recipe, step: int) -> float:
-    """Linear warm-up, then cosine decay to lr × min_lr_ratio."""
-    if step < recipe.warmup_steps:
-        return recipe.lr * (step + 1) / recipe.warmup_steps
-    t = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+def lr_at(recipe: Recipe, step: int, total: int | None = None, warmup: int | None = None) -> float:
+    """Linear warm-up, then cosine decay to lr × min_lr_ratio at step ``total`` (default: stage 2's)."""
+    total = recipe.steps if total is None else total
+    warmup = recipe.warmup_steps if warmup is None else warmup
+    if step < warmup:
+        return recipe.lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
     return recipe.lr * (recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def make_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
-    """AdamW; matrices decay, norms and biases do not."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    rest = [p for p in model.parameters() if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    """AdamW; matrices decay, norms and biases do not; the (stage-1 pretrained) vision tower learns
+    at ``vision_lr_scale`` × the rate, so the LLaVA loss refines its features instead of washing
+    them out while the projector and the LM are still random."""
+    tower = {id(p) for p in model.model.vision_tower.parameters()}
+    groups = []
+    for in_tower, scale in ((True, recipe.vision_lr_scale), (False, 1.0)):
+        params = [p for p in model.parameters() if (id(p) in tower) == in_tower]
+        groups += [{"params": [p for p in params if p.ndim >= 2], "weight_decay": recipe.weight_decay, "scale": scale},
+                   {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0, "scale": scale}]
     return torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.98), eps=1e-8)
 
 
@@ -74,11 +83,15 @@ def train(recipe: Recipe, out: Path, log=print) -> dict:
     val_encoded, val_kinds = validation_set(encoder, recipe)
     num_params = sum(p.numel() for p in model.parameters())
     log(f"model: {num_params / 1e6:.2f} M parameters, vocab {len(tokenizer)}; recipe {json.dumps(recipe.to_dict())}")
+    start = time.perf_counter()
+    vision_losses = pretrain_vision(model, encoder.spec, recipe, lambda s, n: lr_at(recipe, s, n, recipe.vision_warmup_steps), log)
+    vision_seconds = time.perf_counter() - start
     history = _loop(model, encoder, recipe, tokenizer.pad_token_id, (val_encoded, val_kinds), log)
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    record = {"recipe": recipe.to_dict(), "num_parameters": num_params, **history}
+    record = {"recipe": recipe.to_dict(), "num_parameters": num_params, "vision_seconds": vision_seconds,
+              "vision_loss": vision_losses[::25], **history}
     (out / "training_log.json").write_text(json.dumps(record, indent=1))
     return record
 
@@ -90,13 +103,13 @@ def _loop(model, encoder, recipe: Recipe, pad_id: int, val, log) -> dict:
         model.train()
         batch = train_batch(encoder, recipe, step, pad_id)
         for group in opt.param_groups:
-            group["lr"] = lr_at(recipe, step)
+            group["lr"] = lr_at(recipe, step) * group["scale"]
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (step + 1) % 25 == 0:
             elapsed = time.perf_counter() - start
             log(f"step {step + 1}/{recipe.steps} loss {np.mean(losses[-25:]):.4f} lr {lr_at(recipe, step):.2e} "
