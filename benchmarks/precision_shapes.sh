@@ -1,0 +1,31 @@
+#!/bin/bash
+# What each precision costs on the bundled default model: export it, calibrate on 32 training
+# pictures with their own questions, quantise to int8 / w8 / w4 (vision and connector int8),
+# and verify each against fp32 — feature cosines, KL, greedy agreement over 50 pairs, and the
+# shapes suite on 500 held-out questions.
+#
+#     bash benchmarks/precision_shapes.sh [WORK_DIR]      (about 5 min on 2 cores)
+set -euo pipefail
+W=${1:-/tmp/vlmforge-precision-shapes}
+SUITE=${SUITE:-500}
+MODEL=$(python -c "from vlmforge.examples import DEFAULT_MODEL; print(DEFAULT_MODEL)")
+rm -rf "$W" && mkdir -p "$W/calib"
+python - "$W" <<'PY'
+import sys
+from PIL import Image
+from vlmforge.examples.shapes_data import make_sample, prompt_for, split_samples
+work, lines = sys.argv[1], []
+for i, (seed, kind) in enumerate(split_samples("train", 32, start=900_000)):  # far from the seeds training used
+    s = make_sample(seed, first=kind)
+    Image.fromarray(s.image).save(f"{work}/calib/{i:03d}.png")
+    lines.append(prompt_for(s.questions[0].text).replace("\n", "\\n"))  # one prompt per line, newline escaped
+open(f"{work}/prompts.txt", "w").write("\n".join(lines) + "\n")
+PY
+vlmforge export "$MODEL" -o "$W/fp32"
+vlmforge calibrate "$W/fp32" --images "$W/calib" --prompts "$W/prompts.txt" --samples 32
+for p in int8 w8 w4; do
+  case $p in int8) P=int8 ;; *) P=vision=int8,connector=int8,llm=$p ;; esac
+  vlmforge quantize "$W/fp32" -o "$W/$p" --precision "$P"
+  vlmforge verify "$W/$p" --reference "$W/fp32" --images "$W/calib" --prompts "$W/prompts.txt" \
+    --samples 50 --shapes-suite "$SUITE" --json "$W/verify_$p.json"
+done
