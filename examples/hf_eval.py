@@ -45,11 +45,13 @@ def teacher_forced_accuracy(model, encoded: list, kinds: list[str], pad_id: int,
     return per_type(kinds, correct)
 
 
-def load_hf(model_dir: Path):
+def load_hf(model_dir: Path, attn_implementation: str | None = None):
+    """A LLaVA-NeXT checkpoint and its processor with the PIL image backend (no torchvision needed)."""
     from transformers import AutoTokenizer, LlavaNextForConditionalGeneration, LlavaNextProcessor
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
-    model = LlavaNextForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = LlavaNextForConditionalGeneration.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation=attn_implementation).eval()
     processor = LlavaNextProcessor(
         image_processor=LlavaNextImageProcessorPil.from_pretrained(model_dir),
         tokenizer=AutoTokenizer.from_pretrained(model_dir),

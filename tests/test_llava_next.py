@@ -26,18 +26,9 @@ def tiny_next(tmp_path_factory):
 
 
 def _hf(model_dir):
-    from transformers import AutoTokenizer, LlavaNextForConditionalGeneration, LlavaNextProcessor
-    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+    from vlmforge.examples.hf_eval import load_hf
 
-    model = LlavaNextForConditionalGeneration.from_pretrained(model_dir, attn_implementation="eager").eval()
-    proc = LlavaNextProcessor(
-        image_processor=LlavaNextImageProcessorPil.from_pretrained(model_dir),
-        tokenizer=AutoTokenizer.from_pretrained(model_dir),
-        patch_size=model.config.vision_config.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-    )
-    return model, proc
+    return load_hf(model_dir, attn_implementation="eager")
 
 
 def test_generation_matches_transformers_on_every_grid(tiny_next, rng):
