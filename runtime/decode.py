@@ -44,13 +44,16 @@ def generate_tokens(
     timer: StageTimer,
 ) -> Iterator[int]:
     """Yield up to ``max_new_tokens`` ids, the first chosen from the prefill ``logits``; stops after EOS."""
-    seen = list(map(int, prompt_ids))
+    n = len(prompt_ids)
+    seen = np.empty(n + max_new_tokens, dtype=np.int64)  # prompt + generated, for the penalty: no list → array per step
+    seen[:n] = prompt_ids
     for i in range(max_new_tokens):
         if i:
-            logits = decode_one_token(decoder, embed_table, seen[-1], timer)
+            logits = decode_one_token(decoder, embed_table, int(seen[n - 1]), timer)
         with timer("sample"):
-            token = sampler(logits, np.asarray(seen, dtype=np.int64))
-        seen.append(token)
+            token = sampler(logits, seen[:n])
+        seen[n] = token
+        n += 1
         yield token
         if token in eos_ids:
             return
