@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from .graphs import DecoderWithCache
+from .grouped_attention import use_grouped_attention
 from .onnx_export import GraphExport
 
 
@@ -25,6 +26,7 @@ def cache_names(num_layers: int) -> tuple[list[str], list[str]]:
 
 def decoder_graph(language_model: torch.nn.Module, lm_head: torch.nn.Module, text_config) -> GraphExport:
     num_layers, kv_heads, head_dim = kv_layout(text_config)
+    use_grouped_attention(language_model.config)  # no repeat_kv copy of the cache in the graph
     # batch 2, seq 3, past 4: torch.export specialises sizes 0 and 1, so examples avoid them
     batch, seq, past = 2, 3, 4
     embeds = torch.randn(batch, seq, text_config.hidden_size)
