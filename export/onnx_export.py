@@ -66,7 +66,26 @@ def export_graph(g: GraphExport, path: Path) -> GraphSpec:
             verbose=False,
         )
     program.save(str(path), external_data=external)
+    _merge_matmuls(path, external)
     return _name_dims(g, path)
+
+
+def _merge_matmuls(path: Path, external: bool) -> None:
+    """One GEMM per shared activation (q/k/v, gate/up): see merge_matmuls.py."""
+    import onnx
+
+    from .merge_matmuls import merge_shared_input_matmuls
+
+    model = onnx.load(str(path))  # with its external weights, if any
+    if not merge_shared_input_matmuls(model):
+        return
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)  # rewritten whole below (save appends to an existing file)
+    if external:
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+        data.chmod(0o644)  # onnx writes it 0600; the folder is meant to be copied to devices and read by others
+    else:
+        onnx.save(model, str(path))
 
 
 def _name_dims(g: GraphExport, path: Path) -> GraphSpec:
