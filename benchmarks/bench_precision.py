@@ -166,6 +166,7 @@ def main(argv=None) -> int:
     p.add_argument("--calib-samples", type=int, default=4)
     p.add_argument("--checkpoint", type=Path, help="benchmark this LLaVA checkpoint instead of building the random one")
     p.add_argument("--json", type=Path, help="write every measurement here")
+    p.add_argument("--prepare-only", action="store_true", help="build the folders (e.g. at low priority) and stop")
     p.add_argument("--measure", nargs=2, metavar=("KIND", "DIR"), help=argparse.SUPPRESS)  # child process
     args = p.parse_args(argv)
     if args.measure:
@@ -176,7 +177,10 @@ def main(argv=None) -> int:
         return 0
     plans = {"fp32": None, **{k: PLANS[k] for k in args.plans.split(",") if k in PLANS}}  # fp32 first: it saves
     args.work.mkdir(parents=True, exist_ok=True)                                          # the prompt ids transformers replays
-    rows = measure_all(args, prepare(args.work, plans, args.calib_samples, args.checkpoint), plans)
+    folders = prepare(args.work, plans, args.calib_samples, args.checkpoint)
+    if args.prepare_only:
+        return 0
+    rows = measure_all(args, folders, plans)
     print(f"\n{os.cpu_count()} CPUs, ONNX Runtime threads = physical cores; {args.decode_tokens} decode tokens\n")
     print(table(rows))
     if args.json:

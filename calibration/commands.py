@@ -70,7 +70,8 @@ def add_commands(sub) -> None:
     q.add_argument("--target", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
                    help="weight-only form: MatMulNBits (onnxruntime) or DequantizeLinear→MatMul (tensorrt)")
     q.add_argument("--calibration", help="calibration cache (default: MODEL/calibration.json); int8 and fp16 need it")
-    q.add_argument("--block-size", type=int, default=32, help="weight-only block size along K (32, 64, 128, 256)")
+    q.add_argument("--block-size", type=int, default=None,
+                   help="weight-only block size along K (32, 64, 128, 256; default 128 for w8 and w4)")
     q.add_argument("--accuracy-level", type=int, default=4,
                    help="MatMulNBits compute type: 4 = int8 activations inside the kernel; 0 = float (for 8-bit "
                         "weights ~100x slower on x86 CPU, measured)")

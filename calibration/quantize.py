@@ -31,7 +31,7 @@ def quantize_model(
     *,
     calibration: str | Path | None = None,
     target: str = "onnxruntime",
-    block_size: int = 32,
+    block_size: int | None = None,
     accuracy_level: int | None = 4,
     min_sqnr_db: float = DEFAULT_MIN_SQNR_DB,
     embeddings: str = "float16",
@@ -39,6 +39,7 @@ def quantize_model(
 ) -> Manifest:
     """Quantise the fp32 export in ``model_dir`` into ``out_dir``; returns the manifest written.
 
+    ``block_size``: weight-only block along K; None: 128 (see ``weight_only.DEFAULT_BLOCK_SIZES``).
     ``embeddings``: storage of the token embedding table the runtime gathers rows from (float16
     halves it — 545 MB → 272 MB for a 151936×896 vocabulary — at ~5e-4 relative rounding)."""
     root, out = Path(model_dir), Path(out_dir)
@@ -75,7 +76,7 @@ def _cache_if_needed(plan: dict[str, str], root: Path, calibration) -> Calibrati
     return load_cache(Path(calibration) if calibration else default_cache_path(root))
 
 
-def _check_plan(root: Path, manifest: Manifest, plan: dict[str, str], target: str, block_size: int) -> None:
+def _check_plan(root: Path, manifest: Manifest, plan: dict[str, str], target: str, block_size: int | None) -> None:
     """Every refusal happens here, before anything is written."""
     import onnx
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from .shapes_scene import COLORS, SHAPES, Shape, draw_scene, sample_scene
 
-__all__ = ["COLORS", "DESCRIBE", "QUESTION_TYPES", "SHAPES", "SPLITS", "Question", "Sample", "all_texts", "describe", "make_sample",
+__all__ = ["BANDS", "COLORS", "DESCRIBE", "QUESTION_TYPES", "SHAPES", "SPLITS", "Question", "Sample", "all_texts", "describe", "locate", "make_sample",
            "prompt_for", "split_samples"]
 
 QUESTION_TYPES = ("color", "shape", "count", "relation", "largest")
@@ -118,11 +118,34 @@ def describe(sample: Sample) -> Question:
     return Question("describe", DESCRIBE, ", ".join(f"{s.color} {s.kind}" for s in shapes))
 
 
-def all_texts() -> list[str]:
-    """Every question and answer the task can produce, each once (the tokenizer's training text)."""
+BANDS = 4  # locate(): the picture cut into this many equal columns / rows
+
+
+def locate(sample: Sample, n: int) -> list[Question]:
+    """Training-only grounding turns: "Which column/row is the <kind> in?" → the band (1..BANDS) of
+    the picture holding the shape's centre, for ``n`` (shape, axis) pairs drawn from the seed. They
+    teach the language model to read where a shape is — what left/right/above/below compare."""
+    if n <= 0:
+        return []
+    h, w = sample.image.shape[:2]
+    rng = np.random.default_rng([sample.seed, 7])  # a stream of its own: the sample's questions stay as they are
+    pairs = [(s, axis) for s in sample.shapes for axis in ("column", "row")]
+    out = []
+    for i in rng.permutation(len(pairs))[:n]:
+        s, axis = pairs[int(i)]
+        centre, size = ((s.x0 + s.x1) / 2, w) if axis == "column" else ((s.y0 + s.y1) / 2, h)
+        band = min(int(centre * BANDS / size), BANDS - 1) + 1
+        out.append(Question("locate", f"Which {axis} is the {s.kind} in?", str(band)))
+    return out
+
+
+def all_texts(grounding: bool = False) -> list[str]:
+    """Every question and answer the task can produce, each once (the tokenizer's training text);
+    ``grounding`` adds locate()'s questions."""
     texts = ["How many shapes are there?", "Which shape is the largest?", DESCRIBE]
     texts += [f"What color is the {s}?" for s in SHAPES] + [f"Which shape is {c}?" for c in COLORS]
     texts += [f"Is the {a} {rel} the {b}?" for a in SHAPES for b in SHAPES if a != b for rel in RELATIONS]
+    texts += [f"Which {axis} is the {s} in?" for s in SHAPES for axis in ("column", "row")] if grounding else []
     answers = list(COLORS) + list(SHAPES) + ["1", "2", "3", "4", "yes", "no"]
     captions = [f" {c} {s}, {c} {s}" for c in COLORS for s in SHAPES]
     return [prompt_for(t) for t in texts] + [f" {a}" for a in answers] + captions

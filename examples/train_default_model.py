@@ -26,7 +26,7 @@ from ..export.families.llava_next import preprocess_spec
 from .hf_eval import teacher_forced_accuracy
 from .model_recipe import Recipe, build_model, build_tokenizer, max_tiles, save_processor
 from .shapes_batches import ShapesEncoder, collate
-from .shapes_data import describe, make_sample, split_samples
+from .shapes_data import describe, locate, make_sample, split_samples
 from .vision_pretrain import pretrain_vision
 
 
@@ -57,7 +57,9 @@ def train_batch(encoder: ShapesEncoder, recipe: Recipe, step: int, pad_id: int) 
     seeds = [seed for seed, _ in split_samples("train", recipe.batch_size, start=step * recipe.batch_size)]
     samples = [make_sample(seed) for seed in seeds]
     # the caption goes last: earlier in the conversation, questions could copy their answers from it
-    encoded = [encoder.encode(s, s.questions[: recipe.turns] + [describe(s)] * recipe.describe) for s in samples]
+    # grounding turns too: placed before them, questions could copy answers from them (not at inference)
+    encoded = [encoder.encode(s, s.questions[: recipe.turns] + locate(s, recipe.locate) + [describe(s)] * recipe.describe)
+               for s in samples]
     return collate(encoded, pad_id, max_tiles(recipe))
 
 

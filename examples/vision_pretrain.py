@@ -63,14 +63,50 @@ def patch_targets(sample: Sample, spec: PreprocessSpec, bins: int = 8) -> tuple[
     return tuple(t.astype(np.int64) for t in targets)
 
 
+RELATION_WORDS = ("left of", "right of", "above", "below")  # the order of relation_targets' bits
+
+
+def relation_targets(sample: Sample, spec: PreprocessSpec) -> np.ndarray:
+    """(tiles, P·P, 4·len(SHAPES)) float32 pairwise-relation bits, on the base view only.
+
+    A base-view patch owned by shape X (its centre lies on X; a shape no centre hits owns the
+    background patch holding its own centre) gets bit (r, K) = 1 when the scene's shape of kind K is
+    RELATION_WORDS[r] X, by the questions' box test (K.x1 < X.x0 is "left of"), else 0; every other
+    patch is -1 (ignored). The base view is the one tile that sees the whole picture, so it is
+    where the tower can compare positions; the grid tiles see only their part."""
+    h, w = sample.image.shape[:2]
+    t, p = spec.tile_size, spec.patch_size
+    per = t // p
+    ys, xs = patch_centres((h, w), spec)
+    which = label_map(sample.shapes, h, w)[np.clip(ys[0], 0, h - 1).astype(int), np.clip(xs[0], 0, w - 1).astype(int)]
+    owner = which.astype(np.int64) - 1  # (P·P,) shape index or -1
+    for i, s in enumerate(sample.shapes):
+        if not (owner == i).any():
+            cell = min(int((s.y0 + s.y1) / 2 * t / h) // p, per - 1) * per + min(int((s.x0 + s.x1) / 2 * t / w) // p, per - 1)
+            if owner[cell] < 0:
+                owner[cell] = i
+    out = np.full((len(ys), per * per, len(RELATION_WORDS) * len(SHAPES)), -1.0, dtype=np.float32)
+    for cell in np.flatnonzero(owner >= 0):
+        x = sample.shapes[owner[cell]]
+        out[0, cell] = 0.0
+        for k in sample.shapes:
+            if k is x:
+                continue
+            tests = (k.x1 < x.x0, k.x0 > x.x1, k.y1 < x.y0, k.y0 > x.y1)
+            for r, holds in enumerate(tests):
+                out[0, cell, r * len(SHAPES) + SHAPES.index(k.kind)] = float(holds)
+    return out
+
+
 def vision_batch(spec: PreprocessSpec, seeds: list[int], bins: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """All tiles of the pictures of ``seeds`` (tiles, 3, t, t) and their patch labels, 5 × (tiles, P·P)."""
+    """All tiles of the pictures of ``seeds`` (tiles, 3, t, t) and their patch labels: 5 × (tiles, P·P)
+    classes and the relation bits (tiles, P·P, 20)."""
     pixels, targets = [], []
     for seed in seeds:
         sample = make_sample(seed)
         tiles, _ = tile_and_patchify(sample.image, spec)
         pixels.append(tiles)
-        targets.append(patch_targets(sample, spec, bins))
+        targets.append(patch_targets(sample, spec, bins) + (relation_targets(sample, spec),))
     return (torch.from_numpy(np.concatenate(pixels)),
             [torch.from_numpy(np.concatenate(column)) for column in zip(*targets)])
 
@@ -83,13 +119,17 @@ def pretrain_vision(model, spec: PreprocessSpec, recipe, lr_at, log) -> list[flo
     weights = (1.0, 1.0, 1.0, recipe.position_weight, recipe.position_weight)
     heads = torch.nn.ModuleList([torch.nn.Linear(hidden, n) for n in classes])
     params = list(tower.parameters()) + list(heads.parameters())
+    if recipe.relation_weight:  # created only when used: the random stream (and the checkpoint) stay as without it
+        relation_head = torch.nn.Linear(hidden, len(RELATION_WORDS) * len(SHAPES))
+        params += list(relation_head.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.vision_lr, betas=(0.9, 0.98), weight_decay=recipe.weight_decay)
     first = recipe.steps * recipe.batch_size  # stage 2 uses the seeds before this one
-    losses, hits = [], []  # hits: kind accuracy on the patches that lie on a shape
+    losses, hits, rel_hits = [], [], []  # kind accuracy on the patches that lie on a shape; relation bits that hold
     tower.train()
     for step in range(recipe.vision_steps):
         seeds = [s for s, _ in split_samples("train", recipe.vision_batch_size, start=first + step * recipe.vision_batch_size)]
         pixels, targets = vision_batch(spec, seeds, max(1, recipe.position_bins))
+        relations = targets.pop()  # (tiles, P·P, 20), -1 where ignored
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe.vision_steps) * recipe.vision_lr / recipe.lr
         out = tower(pixel_values=pixels, output_hidden_states=True)
@@ -97,6 +137,11 @@ def pretrain_vision(model, spec: PreprocessSpec, recipe, lr_at, log) -> list[flo
         logits = [head(tokens) for head in heads]  # (tiles, P·P, classes) each
         loss = sum(weight * torch.nn.functional.cross_entropy(x.flatten(0, 1), target.flatten(), ignore_index=IGNORE_INDEX)
                    for x, target, weight in zip(logits, targets, weights))  # zip: position targets unused without their heads
+        if recipe.relation_weight:
+            rel_logits, known = relation_head(tokens), relations >= 0
+            loss = loss + recipe.relation_weight * torch.nn.functional.binary_cross_entropy_with_logits(rel_logits[known], relations[known])
+            true = relations > 0
+            rel_hits.append(float((rel_logits[true] > 0).float().mean()) if true.any() else float("nan"))
         on_shapes = targets[0] > 0
         hits.append(float((logits[0].argmax(-1) == targets[0])[on_shapes].float().mean()))
         loss.backward()
@@ -106,5 +151,6 @@ def pretrain_vision(model, spec: PreprocessSpec, recipe, lr_at, log) -> list[flo
         losses.append(float(loss.detach()))
         if (step + 1) % 25 == 0:
             log(f"vision step {step + 1}/{recipe.vision_steps} loss {np.mean(losses[-25:]):.4f} "
-                f"shape-patch kind accuracy {np.mean(hits[-25:]):.3f}")
+                f"shape-patch kind accuracy {np.mean(hits[-25:]):.3f}"
+                + (f", relation bits that hold found {np.nanmean(rel_hits[-25:]):.3f}" if rel_hits else ""))
     return losses

@@ -30,3 +30,63 @@ def test_first_question_has_the_asked_type_and_a_short_answer(kind):
     assert q.kind == kind and len(q.answer.split()) == 1
     vocab = set(COLORS) | set(SHAPES) | {"yes", "no"} | {str(i) for i in range(1, 5)}
     assert q.answer in vocab
+
+
+def test_relation_labels_agree_with_the_relation_answers():
+    """Stage 1's relation bits (vision_pretrain.relation_targets) say what the yes/no questions say:
+    on the base-view patch of the question's second shape, the bit "first shape <relation> it"."""
+    from vlmforge.examples.model_recipe import Recipe
+    from vlmforge.examples.vision_pretrain import RELATION_WORDS, relation_targets
+    from vlmforge.kernels import PreprocessSpec
+
+    recipe = Recipe()
+    spec = PreprocessSpec(scheme="anyres", resize="none", size=[recipe.tile], tile_size=recipe.tile, patch_size=recipe.patch,
+                          grid_pinpoints=recipe.grid_pinpoints, mean=[0.5] * 3, std=[0.5] * 3)
+    checked = 0
+    for seed in range(2_000_200, 2_000_230):
+        sample = make_sample(seed, first="relation")
+        bits = relation_targets(sample, spec)  # (tiles, P·P, 4·len(SHAPES))
+        assert (bits[1:] == -1).all() and set(np.unique(bits)) <= {-1.0, 0.0, 1.0}
+        for q in (q for q in sample.questions if q.kind == "relation"):
+            words = q.text[len("Is the "):-1].split()  # "<a> <relation …> the <b>"
+            a, b, rel = words[0], words[-1], " ".join(words[1:-2])
+            owner = next(i for i, s in enumerate(sample.shapes) if s.kind == b)
+            cells = [c for c in range(bits.shape[1]) if bits[0, c, 0] >= 0 and _owner(sample, spec, c) == owner]
+            for c in cells:
+                bit = bits[0, c, RELATION_WORDS.index(rel) * len(SHAPES) + SHAPES.index(a)]
+                assert bit == (1.0 if q.answer == "yes" else 0.0), (seed, q)
+                checked += 1
+    assert checked > 20
+
+
+def _owner(sample, spec, cell: int) -> int:
+    """The shape a base-view patch is labelled for: the one under its centre, else the one whose
+    centre it holds (as relation_targets assigns it)."""
+    from vlmforge.examples.shapes_scene import label_map
+    from vlmforge.examples.vision_pretrain import patch_centres
+
+    h, w = sample.image.shape[:2]
+    ys, xs = patch_centres((h, w), spec)
+    under = int(label_map(sample.shapes, h, w)[min(int(ys[0, cell]), h - 1), min(int(xs[0, cell]), w - 1)]) - 1
+    if under >= 0:
+        return under
+    per = spec.tile_size // spec.patch_size
+    return next(i for i, s in enumerate(sample.shapes)
+                if min(int((s.y0 + s.y1) / 2 * spec.tile_size / h) // spec.patch_size, per - 1) * per
+                + min(int((s.x0 + s.x1) / 2 * spec.tile_size / w) // spec.patch_size, per - 1) == cell)
+
+
+def test_grounding_turns_name_the_band_of_each_shape_centre():
+    from vlmforge.examples.shapes_data import BANDS, locate
+
+    sample = make_sample(2_000_300, first="relation")
+    turns = locate(sample, 2 * len(sample.shapes))
+    assert len(turns) == 2 * len(sample.shapes) and locate(sample, 0) == []
+    assert turns == locate(sample, 2 * len(sample.shapes))  # deterministic
+    h, w = sample.image.shape[:2]
+    for q in turns:
+        axis, kind = q.text.split()[1], q.text.split()[-2]
+        s = next(s for s in sample.shapes if s.kind == kind)
+        centre, size = ((s.x0 + s.x1) / 2, w) if axis == "column" else ((s.y0 + s.y1) / 2, h)
+        assert int(q.answer) - 1 == min(int(centre * BANDS / size), BANDS - 1)
+    assert sample.questions == make_sample(2_000_300, first="relation").questions  # own random stream
