@@ -204,6 +204,21 @@ def test_weight_only_refuses_a_graph_without_matmul_weights():
         check_weight_only("vision", onnx.helper.make_model(graph), 4, 32, "onnxruntime")
 
 
+@pytest.mark.parametrize("k, target, bits, asked, expected", [
+    (256, "onnxruntime", 8, None, 128), (96, "onnxruntime", 4, None, 128),  # MatMulNBits pads a ragged K
+    (256, "tensorrt", 4, None, 128), (192, "tensorrt", 4, None, 64), (96, "tensorrt", 4, None, 32),
+    (96, "onnxruntime", 4, 64, 64),
+])
+def test_weight_only_block_size_defaults(k, target, bits, asked, expected):
+    from vlmforge.calibration.weight_only import block_size_for
+
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, k])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    w = onnx.numpy_helper.from_array(np.ones((k, 8), np.float32), "w")
+    graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [w])
+    assert block_size_for(onnx.helper.make_model(graph), bits, asked, target) == expected
+
+
 def test_verify_report(quantized, tiny_llava, tmp_path):
     report = verify_model(quantized["fp16"], tiny_llava[1], num_samples=4, new_tokens=3)
     assert report.num_samples == 4 and report.precision == {"vision": "fp16", "connector": "fp16", "llm": "fp16"}
