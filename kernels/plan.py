@@ -73,8 +73,9 @@ def pad_source(image: np.ndarray, canvas_hw: tuple[int, int], background) -> np.
     return canvas
 
 
-def resized_window(image, pl: Placement, resample: str, background) -> tuple[np.ndarray, int, int]:
-    """The part of the resized image any tile reads: ((h, 3, w) uint8, its canvas y0, x0)."""
+def resized_window(image, pl: Placement, resample: str, background, budget=None) -> tuple[np.ndarray, int, int]:
+    """The part of the resized image any tile reads: ((h, 3, w) uint8, its canvas y0, x0).
+    ``budget``: the resize's working-memory scale (resample.MIN_STRIP_ELEMS), a quarter of the output's bytes."""
     rh, rw = pl.resized_hw
     top, left = pl.offset
     y0 = max(min(t.y0 for t in pl.tiles) - top, 0)
@@ -87,7 +88,7 @@ def resized_window(image, pl: Placement, resample: str, background) -> tuple[np.
     if src.shape[:2] == (rh, rw):
         vals = src[y0:y1, x0:x1].transpose(0, 2, 1)
     else:
-        vals = resize_hcw(src, rh, rw, resample, slice(y0, y1), slice(x0, x1), pl.transposed)
+        vals = resize_hcw(src, rh, rw, resample, slice(y0, y1), slice(x0, x1), pl.transposed, budget)
     return vals, top + y0, left + x0
 
 
@@ -128,7 +129,7 @@ def _write_patches(out: np.ndarray, tile: Tile, vals: np.ndarray, vy: int, vx: i
 def run_placement(image: np.ndarray, pl: Placement, spec: PreprocessSpec, out: np.ndarray, lut) -> np.ndarray:
     """Execute ``pl`` into ``out``; returns the resized window (h, 3, w) uint8 for callers that
     need more from it (the HD global view)."""
-    vals, vy, vx = resized_window(image, pl, spec.resample, spec.background)
+    vals, vy, vx = resized_window(image, pl, spec.resample, spec.background, budget=out.nbytes // 4)
     bg = pl.canvas_fill(spec)
     for tile in pl.tiles:
         if pl.layout == "patches":

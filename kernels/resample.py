@@ -26,7 +26,14 @@ from .blas import single_thread_blas
 
 PRECISION_BITS = 32 - 8 - 2  # Pillow: Resample.c
 BLOCK = 32  # outputs per dense block: larger blocks waste more zero taps, smaller ones cost more calls
-STRIP_ELEMS = 1 << 19  # uint8 → float32 elements converted at a time in the first pass (2 MiB)
+STRIP_ELEMS = 1 << 19  # at most this many uint8 → float32 elements converted at a time in the first pass (2 MiB)
+# Working memory follows the output (``budget``: a quarter of the caller's output bytes, i.e. its values
+# when float32). The first pass's float32 strip holds at most budget / 2 elements (floor MIN_STRIP_ELEMS:
+# narrower strips make the GEMMs too small to be fast), and the intermediate image, when larger than
+# 3 × budget bytes, is made a band of output rows at a time, each under budget / 2 bytes. Extra memory so
+# stays under twice the output (benchmarks/bench_kernels.py); multi-tile outputs keep 2 MiB strips and
+# whole-picture passes, the fastest.
+MIN_STRIP_ELEMS = 1 << 16
 
 
 def _bicubic(x: np.ndarray) -> np.ndarray:
@@ -157,7 +164,7 @@ def _clip8_block(a: np.ndarray, dense: np.ndarray, start: np.ndarray, weight: np
     return out.astype(np.uint8)
 
 
-def pass_cols(src: np.ndarray, c: Coeffs) -> np.ndarray:
+def pass_cols(src: np.ndarray, c: Coeffs, strip_elems: int = STRIP_ELEMS) -> np.ndarray:
     """Resample the last axis of ``src`` (R, 3, W) uint8 → (R, 3, n) uint8 (Pillow's horizontal pass)."""
     rows, n, width = src.shape[0], c.start.shape[0], src.shape[2]
     out = np.empty((rows, 3, n), dtype=np.uint8)
@@ -166,7 +173,7 @@ def pass_cols(src: np.ndarray, c: Coeffs) -> np.ndarray:
     amb = _ambiguity(c)
     blocks = [(o0, min(o0 + BLOCK, n)) for o0 in range(0, n, BLOCK)]
     dense = [_dense_block(c, o0, o1, width) for o0, o1 in blocks]
-    strip = max(1, STRIP_ELEMS // (3 * (hi - lo)))
+    strip = max(1, strip_elems // (3 * (hi - lo)))
     for r0 in range(0, rows, strip):
         r1 = min(r0 + strip, rows)
         # (S, 3, span) → (S·3, span) float32: one conversion per strip, shared by its blocks
@@ -222,13 +229,14 @@ def _pillow_reorders() -> bool:
 PILLOW_REORDERS = _pillow_reorders()
 
 
-def resize_hcw(image, height, width, resample, rows=None, cols=None, transposed=False) -> np.ndarray:
+def resize_hcw(image, height, width, resample, rows=None, cols=None, transposed=False, budget=None) -> np.ndarray:
     """Pillow-exact resize of ``image`` (H, W, 3) uint8 to (height, width), window only.
 
     ``rows``/``cols`` (slices or sorted index arrays) pick the output window — a centre crop,
     the tiles. ``transposed`` reproduces Pillow resizing the *transposed* image (then transposed
     back), as InternLM-XComposer does for portrait images: same coefficients, other pass order.
     Returns (len(rows), 3, len(cols)) uint8: rows × channels × columns, ready for a CHW write.
+    ``budget`` scales the working memory (see MIN_STRIP_ELEMS); default: the window's value count.
     """
     in_h, in_w = image.shape[:2]
     rows = slice(0, height) if rows is None else rows
@@ -236,23 +244,53 @@ def resize_hcw(image, height, width, resample, rows=None, cols=None, transposed=
     cv = _axis_coeffs(in_h, height, resample, rows)
     ch = _axis_coeffs(in_w, width, resample, cols)
     with single_thread_blas():
-        return _two_passes(image, height, width, cv, ch, transposed)
+        budget = 3 * len(cv.start) * len(ch.start) if budget is None else int(budget)
+        return _two_passes(image, height, width, cv, ch, transposed, budget)
 
 
-def _two_passes(image, height, width, cv: Coeffs, ch: Coeffs, transposed: bool) -> np.ndarray:
+def _two_passes(image, height, width, cv: Coeffs, ch: Coeffs, transposed: bool, budget: int) -> np.ndarray:
+    """Both passes, whole or a band of output rows at a time (then the intermediate first-pass image
+    only holds one band's rows). Each band's pixels are computed exactly as for the whole image."""
     in_h, in_w = image.shape[:2]
     src = image.transpose(0, 2, 1)  # (H, 3, W) view
     if transposed:
         vertical_first = not pillow_vertical_first(in_w, in_h, width, height)
     else:
         vertical_first = pillow_vertical_first(in_h, in_w, height, width)
+    strip = min(STRIP_ELEMS, max(MIN_STRIP_ELEMS, budget // 2))
+    n = len(cv.start)
+    band = _band_rows(cv, ch, in_h, in_w, vertical_first, budget)
+    if band >= n:
+        return _band(src, height, width, cv, ch, vertical_first, strip)
+    out = np.empty((n, 3, len(ch.start)), dtype=np.uint8)
+    for r0 in range(0, n, band):
+        out[r0 : r0 + band] = _band(src, height, width, cv.window(slice(r0, r0 + band)), ch, vertical_first, strip)
+    return out
+
+
+def _band_rows(cv: Coeffs, ch: Coeffs, in_h: int, in_w: int, vertical_first: bool, budget: int) -> int:
+    """Output rows per band: all when the intermediate image fits in 3 × ``budget`` bytes, else a
+    multiple of BLOCK whose share of it fits in budget / 2."""
+    n = max(len(cv.start), 1)
+    if vertical_first:  # intermediate: (output rows, 3, input columns read)
+        per_row = 3 * (_span(ch, in_w).stop - _span(ch, in_w).start)
+    else:  # intermediate: (input rows read, 3, output columns), ~in/out input rows per output row
+        per_row = 3 * len(ch.start) * max(1.0, (_span(cv, in_h).stop - _span(cv, in_h).start) / n)
+    if per_row * n <= 3 * budget:
+        return n
+    return max(BLOCK, int(budget // 2 // max(per_row, 1)) // BLOCK * BLOCK)
+
+
+def _band(src, height, width, cv: Coeffs, ch: Coeffs, vertical_first: bool, strip: int) -> np.ndarray:
+    """(len(cv.start), 3, len(ch.start)) uint8: the output rows of ``cv`` from ``src`` (H, 3, W)."""
+    in_h, in_w = src.shape[0], src.shape[2]
     if vertical_first:
         span = _span(ch, in_w)
         mid = pass_rows(src[:, :, span], cv) if in_h != height else src[cv.start][:, :, span]
         shifted = Coeffs(ch.start - span.start, ch.weight, ch.ksize)
-        return pass_cols(mid, shifted) if in_w != width else mid[:, :, ch.start - span.start]
+        return pass_cols(mid, shifted, strip) if in_w != width else mid[:, :, ch.start - span.start]
     span = _span(cv, in_h)
-    mid = pass_cols(src[span], ch) if in_w != width else src[span][:, :, ch.start]
+    mid = pass_cols(src[span], ch, strip) if in_w != width else src[span][:, :, ch.start]
     shifted = Coeffs(cv.start - span.start, cv.weight, cv.ksize)
     return pass_rows(mid, shifted) if in_h != height else mid[cv.start - span.start]
 

@@ -48,6 +48,22 @@ def test_large_downscale_exact():
     np.testing.assert_array_equal(resize_hcw(img, 336, 336, "bicubic").transpose(0, 2, 1), pil_resize(img, 336, 336, "bicubic"))
 
 
+@pytest.mark.parametrize("h, w, oh, ow", [(900, 700, 211, 97), (300, 1000, 40, 333), (1000, 300, 333, 40)])
+def test_small_budget_bands_stay_exact(h, w, oh, ow):
+    """A small working-memory budget cuts the passes into bands of output rows with narrow strips:
+    pixels unchanged, for both pass orders, windows and the transposed path."""
+    img = np.random.default_rng(h + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    full = pil_resize(img, oh, ow, "bicubic")
+    for budget in (1, 5000, None):
+        got = resize_hcw(img, oh, ow, "bicubic", budget=budget).transpose(0, 2, 1)
+        np.testing.assert_array_equal(got, full, err_msg=f"budget {budget}")
+    win = resize_hcw(img, oh, ow, "bicubic", rows=slice(3, oh - 1), cols=np.arange(1, ow, 3), budget=1)
+    np.testing.assert_array_equal(win.transpose(0, 2, 1), full[3 : oh - 1][:, 1:ow:3])
+    ref = pil_resize(np.ascontiguousarray(img.transpose(1, 0, 2)), ow, oh, "bilinear").transpose(1, 0, 2)
+    got = resize_hcw(img, oh, ow, "bilinear", transposed=True, budget=1).transpose(0, 2, 1)
+    np.testing.assert_array_equal(got, ref)
+
+
 def test_unknown_filter_is_refused():
     with pytest.raises(ValueError, match="choose one of"):
         filter_name("nearest-ish")
