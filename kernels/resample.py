@@ -124,9 +124,26 @@ def _ambiguity(c: Coeffs) -> float:
     """Half-width (in output grey levels) of the band around a rounding boundary where a float32
     sum may round the wrong way: each of the ≤ ksize nonzero products and partial sums adds at
     most 2^-24 relative error of Σ|x·w| ≤ 255·Σ|w| (exact zeros add none), plus the float32
-    rounding of the rescaled sum itself (≤ 2^-15 at magnitudes < 512)."""
+    rounding of the rescaled sum itself (≤ 2^-15 at magnitudes < 512).
+
+    0 when float32 is exact: if every weight is a multiple of one power of two g and 255·Σ|w|/g
+    < 2^24, every product and partial sum is an integer multiple of g that float32 holds exactly
+    (in any summation order, FMA or not), and so are the rescale and the + 0.5. That is the case
+    of exact scales such as 2× — where nearly every sum is a rounding tie and the float64 redo
+    would otherwise run on every block."""
+    if _exact_in_float32(c.weight):
+        return 0.0
     bound = (c.ksize + 1) * 2.0**-24 * 255.0 * float(np.abs(c.weight).sum(axis=1).max(initial=0.0))
     return 2.0 * bound / (1 << PRECISION_BITS) + 2.0**-14
+
+
+def _exact_in_float32(weight: np.ndarray) -> bool:
+    ints = np.abs(weight).astype(np.int64)  # Pillow's integer coefficients (held in float64)
+    nonzero = ints[ints != 0]
+    if nonzero.size == 0:
+        return True
+    g = int(np.min(nonzero & -nonzero))  # the largest power of two dividing every coefficient
+    return 255 * int(ints.sum(axis=1).max()) // g < (1 << 24)
 
 
 def _dense_block(c: Coeffs, o0: int, o1: int, limit: int) -> tuple[int, int, np.ndarray]:
@@ -170,8 +187,8 @@ def pass_cols(src: np.ndarray, c: Coeffs, strip_elems: int = STRIP_ELEMS) -> np.
     out = np.empty((rows, 3, n), dtype=np.uint8)
     lo = int(c.start.min())
     hi = min(int(c.start.max()) + c.ksize, width)
-    amb = _ambiguity(c)
     blocks = [(o0, min(o0 + BLOCK, n)) for o0 in range(0, n, BLOCK)]
+    ambs = [_ambiguity(c.window(slice(o0, o1))) for o0, o1 in blocks]  # per block: edge rows are inexact
     dense = [_dense_block(c, o0, o1, width) for o0, o1 in blocks]
     strip = max(1, strip_elems // (3 * (hi - lo)))
     for r0 in range(0, rows, strip):
@@ -179,7 +196,7 @@ def pass_cols(src: np.ndarray, c: Coeffs, strip_elems: int = STRIP_ELEMS) -> np.
         # (S, 3, span) → (S·3, span) float32: one conversion per strip, shared by its blocks
         # transpose as uint8 first: 3× faster than a transposing float conversion
         a = np.ascontiguousarray(src[r0:r1, :, lo:hi]).astype(np.float32).reshape(-1, hi - lo)
-        for (o0, o1), (s0, s1, d) in zip(blocks, dense):
+        for (o0, o1), (s0, s1, d), amb in zip(blocks, dense, ambs):
             start = c.start[o0:o1] - s0
             v = _clip8_block(a[:, s0 - lo : s1 - lo], d, start, c.weight[o0:o1], amb)
             out[r0:r1, :, o0:o1] = v.reshape(r1 - r0, 3, o1 - o0)
@@ -190,9 +207,9 @@ def pass_rows(src: np.ndarray, c: Coeffs) -> np.ndarray:
     """Resample the first axis of ``src`` (H, 3, W) uint8 → (n, 3, W) uint8 (Pillow's vertical pass)."""
     n, width = c.start.shape[0], src.shape[2]
     out = np.empty((n, 3, width), dtype=np.uint8)
-    amb = _ambiguity(c)
     for o0 in range(0, n, BLOCK):
         o1 = min(o0 + BLOCK, n)
+        amb = _ambiguity(c.window(slice(o0, o1)))
         s0, s1, d = _dense_block(c, o0, o1, src.shape[0])
         a = np.ascontiguousarray(src[s0:s1]).astype(np.float32).reshape(s1 - s0, -1).T  # (3W, span) view
         v = _clip8_block(a, d, c.start[o0:o1] - s0, c.weight[o0:o1], amb)  # (3W, n)

@@ -64,6 +64,21 @@ def test_small_budget_bands_stay_exact(h, w, oh, ow):
     np.testing.assert_array_equal(got, ref)
 
 
+@pytest.mark.parametrize("name", sorted(PIL_FILTERS))
+def test_exact_scales_take_the_tie_free_float32_path_and_stay_exact(name):
+    """At 2×, 4× and ½× nearly every sum is a rounding tie; interior blocks then skip the float64
+    fix-up (resample._exact_in_float32) — their pixels must still be Pillow's."""
+    from vlmforge.kernels.resample import _exact_in_float32, precompute_coeffs
+
+    rng = np.random.default_rng(7)
+    for h, w, oh, ow in [(256, 384, 128, 192), (400, 200, 100, 50), (60, 90, 120, 180)]:
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        got = resize_hcw(img, oh, ow, name).transpose(0, 2, 1)
+        np.testing.assert_array_equal(got, pil_resize(img, oh, ow, name), err_msg=f"{h}x{w}->{oh}x{ow}")
+    interior = precompute_coeffs(384, 192, name).window(slice(8, 184))
+    assert _exact_in_float32(interior.weight) == (name != "lanczos")  # lanczos weights are not dyadic
+
+
 def test_unknown_filter_is_refused():
     with pytest.raises(ValueError, match="choose one of"):
         filter_name("nearest-ish")
