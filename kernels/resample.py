@@ -11,8 +11,10 @@ Each pass is a banded matrix product, done as dense blocks of ``BLOCK`` outputs 
 The error is bounded (see ``_ambiguity``), so outputs whose float32 sum lies within that bound
 of a rounding boundary — about 0.1 % of them — are recomputed exactly in float64, which holds
 these integer sums exactly (|sum| < 2^31); blocks full of exact ties are redone in float64
-outright. Result: Pillow's exact uint8 values at sgemm speed.
-Only the output window that is actually needed (a centre crop, a tile) is computed.
+outright — except blocks whose coefficients are dyadic (exact scales: 2×, ½×), where float32 is
+exact and nothing is redone. Result: Pillow's exact uint8 values at sgemm speed.
+Only the output window that is actually needed (a centre crop, a tile) is computed, and a small
+output is computed in bands of output rows so the working memory follows the output's size.
 """
 
 from __future__ import annotations
