@@ -66,26 +66,33 @@ def patch_targets(sample: Sample, spec: PreprocessSpec, bins: int = 8) -> tuple[
 RELATION_WORDS = ("left of", "right of", "above", "below")  # the order of relation_targets' bits
 
 
-def relation_targets(sample: Sample, spec: PreprocessSpec) -> np.ndarray:
-    """(tiles, P·P, 4·len(SHAPES)) float32 pairwise-relation bits, on the base view only.
-
-    A base-view patch owned by shape X (its centre lies on X; a shape no centre hits owns the
-    background patch holding its own centre) gets bit (r, K) = 1 when the scene's shape of kind K is
-    RELATION_WORDS[r] X, by the questions' box test (K.x1 < X.x0 is "left of"), else 0; every other
-    patch is -1 (ignored). The base view is the one tile that sees the whole picture, so it is
-    where the tower can compare positions; the grid tiles see only their part."""
+def base_view_owners(sample: Sample, spec: PreprocessSpec) -> np.ndarray:
+    """(P·P,) int64: the shape each base-view patch stands for — the one under its centre, or, for a
+    shape no centre hits, the background patch holding that shape's own centre — else -1."""
     h, w = sample.image.shape[:2]
     t, p = spec.tile_size, spec.patch_size
     per = t // p
     ys, xs = patch_centres((h, w), spec)
     which = label_map(sample.shapes, h, w)[np.clip(ys[0], 0, h - 1).astype(int), np.clip(xs[0], 0, w - 1).astype(int)]
-    owner = which.astype(np.int64) - 1  # (P·P,) shape index or -1
+    owner = which.astype(np.int64) - 1
     for i, s in enumerate(sample.shapes):
         if not (owner == i).any():
             cell = min(int((s.y0 + s.y1) / 2 * t / h) // p, per - 1) * per + min(int((s.x0 + s.x1) / 2 * t / w) // p, per - 1)
             if owner[cell] < 0:
                 owner[cell] = i
-    out = np.full((len(ys), per * per, len(RELATION_WORDS) * len(SHAPES)), -1.0, dtype=np.float32)
+    return owner
+
+
+def relation_targets(sample: Sample, spec: PreprocessSpec, num_tiles: int) -> np.ndarray:
+    """(num_tiles, P·P, 4·len(SHAPES)) float32 pairwise-relation bits, on the base view only.
+
+    A base-view patch owned by shape X (``base_view_owners``) gets bit (r, K) = 1 when the scene's
+    shape of kind K is RELATION_WORDS[r] X, by the questions' box test (K.x1 < X.x0 is "left of"),
+    else 0; every other patch is -1 (ignored). The base view is the one tile that sees the whole
+    picture, so it is where the tower can compare positions; the grid tiles see only their part."""
+    per = spec.tile_size // spec.patch_size
+    owner = base_view_owners(sample, spec)
+    out = np.full((num_tiles, per * per, len(RELATION_WORDS) * len(SHAPES)), -1.0, dtype=np.float32)
     for cell in np.flatnonzero(owner >= 0):
         x = sample.shapes[owner[cell]]
         out[0, cell] = 0.0
@@ -98,15 +105,16 @@ def relation_targets(sample: Sample, spec: PreprocessSpec) -> np.ndarray:
     return out
 
 
-def vision_batch(spec: PreprocessSpec, seeds: list[int], bins: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def vision_batch(spec: PreprocessSpec, seeds: list[int], bins: int, relations: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """All tiles of the pictures of ``seeds`` (tiles, 3, t, t) and their patch labels: 5 × (tiles, P·P)
-    classes and the relation bits (tiles, P·P, 20)."""
+    classes, then with ``relations`` the relation bits (tiles, P·P, 20)."""
     pixels, targets = [], []
     for seed in seeds:
         sample = make_sample(seed)
         tiles, _ = tile_and_patchify(sample.image, spec)
         pixels.append(tiles)
-        targets.append(patch_targets(sample, spec, bins) + (relation_targets(sample, spec),))
+        extra = (relation_targets(sample, spec, len(tiles)),) if relations else ()
+        targets.append(patch_targets(sample, spec, bins) + extra)
     return (torch.from_numpy(np.concatenate(pixels)),
             [torch.from_numpy(np.concatenate(column)) for column in zip(*targets)])
 
@@ -128,8 +136,8 @@ def pretrain_vision(model, spec: PreprocessSpec, recipe, lr_at, log) -> list[flo
     tower.train()
     for step in range(recipe.vision_steps):
         seeds = [s for s, _ in split_samples("train", recipe.vision_batch_size, start=first + step * recipe.vision_batch_size)]
-        pixels, targets = vision_batch(spec, seeds, max(1, recipe.position_bins))
-        relations = targets.pop()  # (tiles, P·P, 20), -1 where ignored
+        pixels, targets = vision_batch(spec, seeds, max(1, recipe.position_bins), relations=bool(recipe.relation_weight))
+        relations = targets.pop() if recipe.relation_weight else None  # (tiles, P·P, 20), -1 where ignored
         for group in opt.param_groups:
             group["lr"] = lr_at(step, recipe.vision_steps) * recipe.vision_lr / recipe.lr
         out = tower(pixel_values=pixels, output_hidden_states=True)

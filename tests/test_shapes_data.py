@@ -36,7 +36,7 @@ def test_relation_labels_agree_with_the_relation_answers():
     """Stage 1's relation bits (vision_pretrain.relation_targets) say what the yes/no questions say:
     on the base-view patch of the question's second shape, the bit "first shape <relation> it"."""
     from vlmforge.examples.model_recipe import Recipe
-    from vlmforge.examples.vision_pretrain import RELATION_WORDS, relation_targets
+    from vlmforge.examples.vision_pretrain import RELATION_WORDS, base_view_owners, relation_targets
     from vlmforge.kernels import PreprocessSpec
 
     recipe = Recipe()
@@ -45,35 +45,19 @@ def test_relation_labels_agree_with_the_relation_answers():
     checked = 0
     for seed in range(2_000_200, 2_000_230):
         sample = make_sample(seed, first="relation")
-        bits = relation_targets(sample, spec)  # (tiles, P·P, 4·len(SHAPES))
+        bits = relation_targets(sample, spec, num_tiles=5)  # (tiles, P·P, 4·len(SHAPES))
+        owners = base_view_owners(sample, spec)
         assert (bits[1:] == -1).all() and set(np.unique(bits)) <= {-1.0, 0.0, 1.0}
         for q in (q for q in sample.questions if q.kind == "relation"):
             words = q.text[len("Is the "):-1].split()  # "<a> <relation …> the <b>"
             a, b, rel = words[0], words[-1], " ".join(words[1:-2])
             owner = next(i for i, s in enumerate(sample.shapes) if s.kind == b)
-            cells = [c for c in range(bits.shape[1]) if bits[0, c, 0] >= 0 and _owner(sample, spec, c) == owner]
+            cells = [c for c in range(bits.shape[1]) if bits[0, c, 0] >= 0 and owners[c] == owner]
             for c in cells:
                 bit = bits[0, c, RELATION_WORDS.index(rel) * len(SHAPES) + SHAPES.index(a)]
                 assert bit == (1.0 if q.answer == "yes" else 0.0), (seed, q)
                 checked += 1
     assert checked > 20
-
-
-def _owner(sample, spec, cell: int) -> int:
-    """The shape a base-view patch is labelled for: the one under its centre, else the one whose
-    centre it holds (as relation_targets assigns it)."""
-    from vlmforge.examples.shapes_scene import label_map
-    from vlmforge.examples.vision_pretrain import patch_centres
-
-    h, w = sample.image.shape[:2]
-    ys, xs = patch_centres((h, w), spec)
-    under = int(label_map(sample.shapes, h, w)[min(int(ys[0, cell]), h - 1), min(int(xs[0, cell]), w - 1)]) - 1
-    if under >= 0:
-        return under
-    per = spec.tile_size // spec.patch_size
-    return next(i for i, s in enumerate(sample.shapes)
-                if min(int((s.y0 + s.y1) / 2 * spec.tile_size / h) // spec.patch_size, per - 1) * per
-                + min(int((s.x0 + s.x1) / 2 * spec.tile_size / w) // spec.patch_size, per - 1) == cell)
 
 
 def test_grounding_turns_name_the_band_of_each_shape_centre():
