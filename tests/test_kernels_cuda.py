@@ -64,3 +64,39 @@ def test_cuda_matches_numpy(scheme, dtype):
             np.testing.assert_allclose(got[0].astype(np.float32), ref[0].astype(np.float32), rtol=0, atol=1e-5 if dtype == np.float32 else 2e-3)
             got, ref = got[1:], ref[1:]
         np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs cuda-python and a CUDA GPU")
+def test_cuda_writes_into_a_device_buffer():
+    """``out=``: the batch lands in a caller's device buffer (the vision engine's input) unchanged;
+    a buffer too small is refused before any launch."""
+    from vlmforge.kernels.cuda import DeviceBuffer, tile_and_patchify_cuda
+
+    img, spec = random_image(480, 640), SPECS["anyres"]
+    ref, ref_layout = tile_and_patchify(img, spec)
+    buf = DeviceBuffer(ref.nbytes)
+    got, layout = tile_and_patchify_cuda(img, spec, out=buf)
+    assert got is buf and layout == ref_layout
+    np.testing.assert_array_equal(buf.download(np.empty_like(ref)), ref)
+    with pytest.raises(ValueError, match="bytes"):
+        tile_and_patchify_cuda(img, spec, out=DeviceBuffer(ref.nbytes - 4))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs cuda-python and a CUDA GPU")
+def test_tiler_reuses_plans_across_frames():
+    """One CudaTiler fed frames of two sizes in turn (plans cached per size, one growing upload
+    buffer) and a new picture of a size already seen: every frame equals the NumPy kernel."""
+    from vlmforge.kernels.cuda import CudaTiler
+
+    spec = SPECS["hd"]
+    tiler = CudaTiler(spec, np.float32)
+    for seed, (h, w) in enumerate([(300, 200), (1080, 1920), (300, 200), (1080, 1920)]):
+        img = random_image(h, w, seed=seed)
+        ref, ref_layout = tile_and_patchify(img, spec)
+        got, layout = tiler(img)
+        assert layout == ref_layout
+        np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(got[1:], ref[1:])
+    assert len(tiler.plans) == 2

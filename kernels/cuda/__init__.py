@@ -7,6 +7,6 @@ Importing this package needs nothing; cuda-python is imported when a kernel is f
 """
 
 from .driver import SOURCE, CudaKernels, DeviceBuffer, ResizeArgs, compile_cubin
-from .run import tile_and_patchify_cuda
+from .run import CudaTiler, tile_and_patchify_cuda
 
-__all__ = ["SOURCE", "CudaKernels", "DeviceBuffer", "ResizeArgs", "compile_cubin", "tile_and_patchify_cuda"]
+__all__ = ["SOURCE", "CudaKernels", "DeviceBuffer", "ResizeArgs", "compile_cubin", "CudaTiler", "tile_and_patchify_cuda"]

@@ -58,21 +58,41 @@ def compile_cubin(arch: str) -> bytes:
     return cubin
 
 
-class DeviceBuffer:
-    """cuMemAlloc'd bytes, freed with the object."""
+_CONTEXTS: dict[int, object] = {}
 
-    def __init__(self, nbytes: int):
+
+def primary_context(device: int = 0):
+    """Make ``device``'s primary context current (initialising the driver once) and return it.
+    Everything here runs in it, so a buffer can be made before the kernels are compiled."""
+    driver, _ = _bindings()
+    if device not in _CONTEXTS:
+        _check(driver.cuInit(0))
+        _CONTEXTS[device] = _check(driver.cuDevicePrimaryCtxRetain(_check(driver.cuDeviceGet(device))))
+    _check(driver.cuCtxSetCurrent(_CONTEXTS[device]))
+    return _CONTEXTS[device]
+
+
+class DeviceBuffer:
+    """cuMemAlloc'd bytes on ``device``, freed with the object."""
+
+    def __init__(self, nbytes: int, device: int = 0):
         self.driver, _ = _bindings()
+        primary_context(device)
         self.nbytes = max(int(nbytes), 1)
         self.ptr = _check(self.driver.cuMemAlloc(self.nbytes))
 
     @classmethod
-    def upload(cls, array: np.ndarray) -> DeviceBuffer:
+    def upload(cls, array: np.ndarray, device: int = 0) -> DeviceBuffer:
+        return cls(np.asarray(array).nbytes, device).write(array)
+
+    def write(self, array: np.ndarray) -> DeviceBuffer:
+        """Copy a host array into the start of the buffer (synchronous)."""
         array = np.ascontiguousarray(array)
-        buf = cls(array.nbytes)
+        if array.nbytes > self.nbytes:
+            raise ValueError(f"{array.nbytes} bytes do not fit a {self.nbytes}-byte device buffer")
         if array.nbytes:
-            _check(buf.driver.cuMemcpyHtoD(buf.ptr, array.ctypes.data, array.nbytes))
-        return buf
+            _check(self.driver.cuMemcpyHtoD(self.ptr, array.ctypes.data, array.nbytes))
+        return self
 
     def download(self, out: np.ndarray) -> np.ndarray:
         if not out.flags.c_contiguous or out.nbytes > self.nbytes:
@@ -94,10 +114,8 @@ class CudaKernels:
     def __init__(self, device: int = 0):
         driver, _ = _bindings()
         self.driver = driver
-        _check(driver.cuInit(0))
+        self.context = primary_context(device)
         dev = _check(driver.cuDeviceGet(device))
-        self.context = _check(driver.cuDevicePrimaryCtxRetain(dev))
-        _check(driver.cuCtxSetCurrent(self.context))
         attr = driver.CUdevice_attribute
         major = _check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, dev))
         minor = _check(driver.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, dev))

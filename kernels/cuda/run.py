@@ -1,9 +1,16 @@
 """Run a scheme's placements on the GPU: the same geometry as the NumPy kernels, one launch per
-tile (grid: columns × rows × 3 channels), the HD global view by a second kernel."""
+tile (grid: columns × rows × 3 channels), the HD global view by a second kernel.
+
+``CudaTiler`` is the reusable form (a camera feeding frames of one size): the plan and its device
+tables (coefficients, LUT, fill colours) are built once per image size and kept, the uint8 upload
+buffer grows once, so a frame costs one host→device copy and the launches."""
 
 from __future__ import annotations
 
 import ctypes
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -18,48 +25,16 @@ from ..spec import PreprocessSpec, TileLayout
 from .driver import BLOCK, CudaKernels, DeviceBuffer, ResizeArgs
 
 _KERNELS: dict[int, CudaKernels] = {}
+PLANS_KEPT = 8  # image sizes whose device tables a tiler keeps (least recently used dropped)
+
+
+def kernels_on(device: int) -> CudaKernels:
+    """The compiled module on ``device`` (NVRTC runs once per process and device)."""
+    return _KERNELS.get(device) or _KERNELS.setdefault(device, CudaKernels(device))
 
 
 def _grid(w: int, h: int) -> tuple[int, int, int]:
     return (-(-w // BLOCK[0]), -(-h // BLOCK[1]), 3)
-
-
-def _resize_args(image_dev, image_hw, pl: Placement, spec: PreprocessSpec, keep: list) -> ResizeArgs:
-    """Coefficient tables for ``pl`` uploaded (kept alive in ``keep``), packed as struct Resize."""
-    h, w = image_hw
-    in_h, in_w = pl.source_canvas or (h, w)
-    rh, rw = pl.resized_hw
-    cy = precompute_coeffs(in_h, rh, spec.resample) if in_h != rh else identity_coeffs(in_h)
-    cx = precompute_coeffs(in_w, rw, spec.resample) if in_w != rw else identity_coeffs(in_w)
-    if pl.transposed:
-        vertical_first = not pillow_vertical_first(in_w, in_h, rw, rh)
-    else:
-        vertical_first = pillow_vertical_first(in_h, in_w, rh, rw)
-    tables = [np.ascontiguousarray(a, dtype=np.int32) for a in (cy.start, cy.weight, cx.start, cx.weight)]
-    bg = np.asarray(spec.background, dtype=np.uint8)
-    bufs = [DeviceBuffer.upload(a) for a in (*tables, bg)]
-    keep.extend(bufs)
-    ys, yw, xs, xw, bgd = (int(b) for b in bufs)
-    return ResizeArgs(int(image_dev), h, w, w * 3, (in_h - h) // 2, (in_w - w) // 2,
-                      ys, yw, cy.ksize, xs, xw, cx.ksize, rh, rw, int(vertical_first), bgd)  # fmt: skip
-
-
-def _run_placement(k: CudaKernels, r: ResizeArgs, pl: Placement, spec, lut_dev, out_dev, out_shape, dtype, keep):
-    fill = DeviceBuffer.upload(np.asarray(pl.canvas_fill(spec), dtype=np.uint8))
-    keep.append(fill)
-    name = "resample_normalise_f32" if dtype == np.float32 else "resample_normalise_f16"
-    item = np.dtype(dtype).itemsize
-    top, left = pl.offset
-    for t in pl.tiles:
-        if pl.layout == "patches":
-            base, strides, patch = int(out_dev), (0, 0, 0), pl.patch
-        else:
-            assert out_shape[1:] == (3, t.h, t.w), (out_shape, t)  # one C-contiguous (3, h, w) tile each
-            base, strides, patch = int(out_dev) + t.index * 3 * t.h * t.w * item, (t.h * t.w, t.w, 1), 0
-        args = [r, ctypes.c_uint64(int(fill)), ctypes.c_int(top), ctypes.c_int(left), ctypes.c_int(t.y0),
-                ctypes.c_int(t.x0), ctypes.c_int(t.h), ctypes.c_int(t.w), ctypes.c_uint64(int(lut_dev)),
-                ctypes.c_uint64(base), *(ctypes.c_longlong(s) for s in strides), ctypes.c_int(patch)]  # fmt: skip
-        k.launch(name, _grid(t.w, t.h), args)
 
 
 def _plans(hw, spec: PreprocessSpec):
@@ -77,30 +52,146 @@ def _plans(hw, spec: PreprocessSpec):
     return [pl], patches_output_shape(hw, spec), patches_layout(hw, spec), None
 
 
-def tile_and_patchify_cuda(image: np.ndarray, spec: PreprocessSpec, dtype=np.float32, device: int = 0):
+def _resize_tables(hw, pl: Placement, spec: PreprocessSpec, keep: list) -> ResizeArgs:
+    """Coefficient tables for ``pl`` uploaded (kept alive in ``keep``), packed as struct Resize;
+    the source pointer is filled in per frame (``src``)."""
+    h, w = hw
+    in_h, in_w = pl.source_canvas or (h, w)
+    rh, rw = pl.resized_hw
+    cy = precompute_coeffs(in_h, rh, spec.resample) if in_h != rh else identity_coeffs(in_h)
+    cx = precompute_coeffs(in_w, rw, spec.resample) if in_w != rw else identity_coeffs(in_w)
+    if pl.transposed:
+        vertical_first = not pillow_vertical_first(in_w, in_h, rw, rh)
+    else:
+        vertical_first = pillow_vertical_first(in_h, in_w, rh, rw)
+    tables = [np.ascontiguousarray(a, dtype=np.int32) for a in (cy.start, cy.weight, cx.start, cx.weight)]
+    bufs = [DeviceBuffer.upload(a) for a in (*tables, np.asarray(spec.background, dtype=np.uint8))]
+    keep.extend(bufs)
+    ys, yw, xs, xw, bgd = (int(b) for b in bufs)
+    return ResizeArgs(0, h, w, w * 3, (in_h - h) // 2, (in_w - w) // 2,
+                      ys, yw, cy.ksize, xs, xw, cx.ksize, rh, rw, int(vertical_first), bgd)  # fmt: skip
+
+
+@dataclass
+class _Launch:
+    name: str  # kernel without its dtype suffix
+    grid: tuple[int, int, int]
+    args: list  # ctypes values; args[0] is the ResizeArgs whose .src is set per frame, the output pointer at out_arg
+    out_arg: int
+    out_offset: int  # bytes from the start of the output
+
+
+@dataclass
+class _SizePlan:
+    shape: tuple[int, ...]
+    layout: TileLayout
+    launches: list[_Launch]
+    keep: list  # device buffers the launches point into
+
+
+def _tile_launches(r: ResizeArgs, pl: Placement, spec, lut_dev, shape, item: int, keep: list) -> list[_Launch]:
+    fill = DeviceBuffer.upload(np.asarray(pl.canvas_fill(spec), dtype=np.uint8))
+    keep.append(fill)
+    top, left = pl.offset
+    launches = []
+    for t in pl.tiles:
+        if pl.layout == "patches":
+            offset, strides, patch = 0, (0, 0, 0), pl.patch
+        else:
+            assert shape[1:] == (3, t.h, t.w), (shape, t)  # one C-contiguous (3, h, w) tile each
+            offset, strides, patch = t.index * 3 * t.h * t.w * item, (t.h * t.w, t.w, 1), 0
+        args = [r, ctypes.c_uint64(int(fill)), ctypes.c_int(top), ctypes.c_int(left), ctypes.c_int(t.y0),
+                ctypes.c_int(t.x0), ctypes.c_int(t.h), ctypes.c_int(t.w), ctypes.c_uint64(int(lut_dev)),
+                ctypes.c_uint64(0), *(ctypes.c_longlong(s) for s in strides), ctypes.c_int(patch)]  # fmt: skip
+        launches.append(_Launch("resample_normalise", _grid(t.w, t.h), args, 9, offset))
+    return launches
+
+
+class CudaTiler:
+    """GPU ``tile_and_patchify`` for one spec and output dtype (float32 or float16)."""
+
+    def __init__(self, spec: PreprocessSpec, dtype=np.float32, device: int = 0):
+        if np.dtype(dtype) not in (np.float32, np.float16):
+            raise ValueError(f"unsupported output dtype {np.dtype(dtype)}; choose float32 or float16")
+        self.spec, self.dtype, self.device = spec, np.dtype(dtype), device
+        self.kernels = kernels_on(device)
+        self.suffix = "_f32" if self.dtype == np.float32 else "_f16"
+        self.lut = DeviceBuffer.upload(normalise_lut(spec, np.float32))  # (3, 256) float32
+        self.plans: OrderedDict[tuple[int, int], _SizePlan] = OrderedDict()
+        self.image_buffer: DeviceBuffer | None = None
+
+    def plan(self, hw: tuple[int, int]) -> _SizePlan:
+        """The launches for an (h, w) image, built and uploaded once per size."""
+        if hw in self.plans:
+            self.plans.move_to_end(hw)
+            return self.plans[hw]
+        spec, item, keep = self.spec, self.dtype.itemsize, []
+        placements, shape, layout, hd_canvas = _plans(hw, spec)
+        launches = []
+        for pl in placements:
+            r = _resize_tables(hw, pl, spec, keep)
+            launches += _tile_launches(r, pl, spec, self.lut, shape, item, keep)
+        if hd_canvas is not None:  # global view of the padded canvas into tile 0
+            pl, t = placements[0], spec.tile_size
+            fill = DeviceBuffer.upload(np.asarray(pl.canvas_fill(spec), dtype=np.uint8))
+            keep.append(fill)
+            args = [r, ctypes.c_uint64(int(fill)), ctypes.c_int(pl.offset[0]), ctypes.c_int(pl.offset[1]),
+                    ctypes.c_int(hd_canvas[0]), ctypes.c_int(hd_canvas[1]), ctypes.c_int(t),
+                    ctypes.c_uint64(int(self.lut)), ctypes.c_uint64(0)]  # fmt: skip
+            launches.append(_Launch("bicubic_global", _grid(t, t), args, 8, 0))
+        self.plans[hw] = _SizePlan(tuple(shape), layout, launches, keep)
+        if len(self.plans) > PLANS_KEPT:
+            self.plans.popitem(last=False)
+        return self.plans[hw]
+
+    def upload(self, image: np.ndarray) -> tuple[DeviceBuffer, tuple[int, int]]:
+        """Checked (``prepare_image``) uint8 (H, W, 3) image copied into the reused device buffer."""
+        image = np.ascontiguousarray(prepare_image(image, self.spec.max_input_pixels))
+        if self.image_buffer is None or self.image_buffer.nbytes < image.nbytes:
+            self.image_buffer = DeviceBuffer(image.nbytes, self.device)
+        self.image_buffer.write(image)
+        return self.image_buffer, image.shape[:2]
+
+    def launch(self, image_dev, hw: tuple[int, int], out_dev) -> _SizePlan:
+        """Enqueue the kernels for an image already on the device (uint8 (h, w, 3), rows packed) on
+        the default stream, writing into ``out_dev``; no synchronisation."""
+        plan = self.plan(hw)
+        for launch in plan.launches:
+            launch.args[0].src = int(image_dev)  # every launch shares its placement's ResizeArgs
+            launch.args[launch.out_arg].value = int(out_dev) + launch.out_offset
+            self.kernels.launch(launch.name + self.suffix, launch.grid, launch.args)
+        return plan
+
+    def __call__(self, image: np.ndarray, out=None):
+        """(pixels, layout) as ``tile_and_patchify``. Without ``out`` the pixels come back as a host
+        array; with ``out`` — a ``DeviceBuffer`` or any object whose ``int()`` is a device pointer
+        with room for the batch (a vision engine's input binding) — they are written there and
+        ``(out, layout)`` is returned, with no copy back."""
+        image_dev, hw = self.upload(image)
+        shape = self.plan(hw).shape
+        nbytes = int(np.prod(shape)) * self.dtype.itemsize
+        if isinstance(out, DeviceBuffer) and out.nbytes < nbytes:
+            raise ValueError(f"out holds {out.nbytes} bytes but the {shape} {self.dtype.name} batch needs {nbytes}")
+        target = out if out is not None else DeviceBuffer(nbytes, self.device)
+        plan = self.launch(image_dev, hw, target)
+        self.kernels.synchronize()
+        if out is not None:
+            return out, plan.layout
+        return target.download(np.empty(shape, dtype=self.dtype)), plan.layout
+
+
+_TILERS: OrderedDict[str, CudaTiler] = OrderedDict()
+
+
+def tile_and_patchify_cuda(image: np.ndarray, spec: PreprocessSpec, dtype=np.float32, device: int = 0, out=None):
     """GPU version of ``vlmforge.kernels.tile_and_patchify``: same inputs, same (pixels, layout);
-    pixels come back as a host array. Input checks are the NumPy path's (``prepare_image``)."""
+    ``out`` as in ``CudaTiler.__call__``. Tilers are kept per (spec, dtype, device)."""
     if np.dtype(dtype) not in (np.float32, np.float16):
         raise ValueError(f"unsupported output dtype {np.dtype(dtype)}; choose float32 or float16")
-    dtype = np.dtype(dtype).type
-    image = np.ascontiguousarray(prepare_image(image, spec.max_input_pixels))  # (H, W, 3) uint8, rows packed
-    k = _KERNELS.get(device) or _KERNELS.setdefault(device, CudaKernels(device))
-    placements, shape, layout, hd_canvas = _plans(image.shape[:2], spec)
-    out = np.empty(shape, dtype=dtype)
-    keep: list = []
-    image_dev, out_dev = DeviceBuffer.upload(image), DeviceBuffer(out.nbytes)
-    lut_dev = DeviceBuffer.upload(normalise_lut(spec, np.float32))
-    for pl in placements:
-        r = _resize_args(image_dev, image.shape[:2], pl, spec, keep)
-        _run_placement(k, r, pl, spec, lut_dev, out_dev, shape, dtype, keep)
-    if hd_canvas is not None:  # global view of the padded canvas into tile 0
-        pl, t = placements[0], spec.tile_size
-        fill = DeviceBuffer.upload(np.asarray(pl.canvas_fill(spec), dtype=np.uint8))
-        keep.append(fill)
-        name = "bicubic_global_f32" if dtype == np.float32 else "bicubic_global_f16"
-        args = [r, ctypes.c_uint64(int(fill)), ctypes.c_int(pl.offset[0]), ctypes.c_int(pl.offset[1]),
-                ctypes.c_int(hd_canvas[0]), ctypes.c_int(hd_canvas[1]), ctypes.c_int(t),
-                ctypes.c_uint64(int(lut_dev)), ctypes.c_uint64(int(out_dev))]  # fmt: skip
-        k.launch(name, _grid(t, t), args)
-    k.synchronize()
-    return out_dev.download(out), layout
+    key = json.dumps([asdict(spec), np.dtype(dtype).name, device], sort_keys=True, default=str)
+    if key not in _TILERS:
+        _TILERS[key] = CudaTiler(spec, dtype, device)
+        if len(_TILERS) > PLANS_KEPT:
+            _TILERS.popitem(last=False)
+    _TILERS.move_to_end(key)
+    return _TILERS[key](image, out=out)
