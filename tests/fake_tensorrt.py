@@ -4,6 +4,10 @@
 "Device" memory is host memory (pointers are real addresses, copies are memmoves) and an
 "engine" is the graph's ONNX file run by ONNX Runtime: the TensorRT backend must then give
 exactly ONNX Runtime's numbers. This checks our code, not TensorRT's or CUDA's behaviour.
+
+``install(monkeypatch, real_cuda=True)`` keeps the real ``cuda.bindings.runtime`` (on a GPU
+machine without TensorRT): buffers, pinned memory, streams and events are then CUDA's own, and the
+fake engine copies its inputs from and its outputs to device memory around the ONNX Runtime call.
 """
 
 from __future__ import annotations
@@ -74,7 +78,44 @@ class FakeEngine:
         return FakeContext(self)
 
 
+class HostMemory:
+    """Fake cudart's "device" memory: pointers are host addresses."""
+
+    @staticmethod
+    def read(ptr: int, out: np.ndarray) -> np.ndarray:
+        ctypes.memmove(out.ctypes.data, ptr, out.nbytes)
+        return out
+
+    @staticmethod
+    def write(ptr: int, value: np.ndarray) -> None:
+        ctypes.memmove(ptr, value.ctypes.data, value.nbytes)
+
+
+class CudaMemory:
+    """Real device memory through cudaMemcpy (legacy default stream: it waits for the runtime's
+    blocking streams, so the backend's queued uploads have landed before the engine reads)."""
+
+    @staticmethod
+    def _copy(dst: int, src: int, nbytes: int, kind: str) -> None:
+        from cuda.bindings import runtime as rt
+
+        (err,) = rt.cudaMemcpy(dst, src, nbytes, getattr(rt.cudaMemcpyKind, kind))
+        assert err == rt.cudaError_t.cudaSuccess, err
+
+    @classmethod
+    def read(cls, ptr: int, out: np.ndarray) -> np.ndarray:
+        cls._copy(out.ctypes.data, ptr, out.nbytes, "cudaMemcpyDeviceToHost")
+        return out
+
+    @classmethod
+    def write(cls, ptr: int, value: np.ndarray) -> None:
+        value = np.ascontiguousarray(value)
+        cls._copy(ptr, value.ctypes.data, value.nbytes, "cudaMemcpyHostToDevice")
+
+
 class FakeContext:
+    memory = HostMemory
+
     def __init__(self, engine: FakeEngine):
         self.engine, self.profile, self.shapes, self.addresses, self.results = engine, 0, {}, {}, None
 
@@ -93,23 +134,21 @@ class FakeContext:
 
     def _run(self):
         if self.results is None:
-            feeds = {n: self._view(n, self.shapes[n]).copy() for n in self.engine.inputs}
+            feeds = {n: self._read(n, self.shapes[n]) for n in self.engine.inputs}
             names = [n for n, _ in self.engine.io if n not in self.engine.inputs]
             self.results = dict(zip(names, self.engine.session.run(names, feeds)))
         return self.results
 
-    def _view(self, name, shape):
+    def _read(self, name, shape):
         dtype = np.dtype(DTYPES[self.engine.get_tensor_dtype(name)])
-        count = int(np.prod(shape))
-        raw = (ctypes.c_char * max(count * dtype.itemsize, 1)).from_address(self.addresses[name])
-        return np.frombuffer(raw, dtype=dtype, count=count).reshape(shape)
+        return self.memory.read(self.addresses[name], np.empty(shape, dtype))
 
     def get_tensor_shape(self, name):
         return self._run()[name].shape
 
     def execute_async_v3(self, stream):
         for name, value in self._run().items():
-            ctypes.memmove(self.addresses[name], value.ctypes.data, value.nbytes)
+            self.memory.write(self.addresses[name], value)
         self.results = None  # next call reads its inputs afresh
         return True
 
@@ -125,14 +164,17 @@ def make_tensorrt() -> types.ModuleType:
     return trt
 
 
-def install(monkeypatch) -> None:
+def install(monkeypatch, real_cuda: bool = False) -> None:
     import sys
 
+    monkeypatch.setitem(sys.modules, "tensorrt", make_tensorrt())
+    if real_cuda:
+        monkeypatch.setattr(FakeContext, "memory", CudaMemory)
+        return
     rt = make_cudart()
     cuda, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
     cuda.bindings, bindings.runtime = bindings, rt
-    for name, module in {"cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": rt,
-                         "tensorrt": make_tensorrt()}.items():
+    for name, module in {"cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": rt}.items():
         monkeypatch.setitem(sys.modules, name, module)
 
 

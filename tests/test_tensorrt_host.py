@@ -264,13 +264,46 @@ def test_tensorrt_backend_over_fake_tensorrt_gives_ort_tokens(folder, monkeypatc
     the ONNX graphs (tests/fake_tensorrt.py): buffers, profile choice, shape checks and the
     ping-pong cache must reproduce ONNX Runtime exactly."""
     import fake_tensorrt
-    from vlmforge.runtime import Pipeline, PromptError
 
     fake_tensorrt.install(monkeypatch)
+    _check_tensorrt_backend(folder, rng, BuildFingerprint("10.99.0", "Fake GPU", "8.7"))
+
+
+def _real_gpu() -> bool:
+    try:
+        from vlmforge.runtime.cuda import gpu_count
+
+        return gpu_count() > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _real_gpu(), reason="needs cuda-python and a CUDA GPU")
+def test_tensorrt_backend_on_real_cuda_memory(folder, monkeypatch, rng):
+    """The same over real CUDA (a GPU without TensorRT): our device buffers, pinned arrays,
+    streams, events and the ping-pong cache live in GPU memory; only the engine is ONNX Runtime
+    between two cudaMemcpy. Also the device query and GPU memory the profile reports."""
+    import fake_tensorrt
+    from vlmforge.runtime.cuda import device_name_and_capability, memory_used_bytes
+
+    fake_tensorrt.install(monkeypatch, real_cuda=True)
+    name, capability = device_name_and_capability()
+    assert name and capability.count(".") == 1
+    pipe = _check_tensorrt_backend(folder, rng, BuildFingerprint("10.99.0", name, capability))
+    mem = memory_used_bytes()
+    assert 0 < mem["gpu_used_bytes"] < mem["gpu_total_bytes"]
+    stats = pipe.generate(PROMPT, images=[rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)], max_new_tokens=4).stats
+    assert stats.num_generated_tokens == 4 and stats.ttft_s > 0
+
+
+def _check_tensorrt_backend(folder, rng, fingerprint: BuildFingerprint):
+    from vlmforge.runtime import Pipeline, PromptError
+
     manifest = load_manifest(folder)
     options = BuildOptions(max_context=96)
-    fake_tensorrt.write_fake_engines(folder, manifest, plan(manifest, options))
-    record_engines(folder, manifest, plan(manifest, options), BuildFingerprint("10.99.0", "Fake GPU", "8.7"), {}, options)
+    fake_tensorrt_engines(folder, manifest, plan(manifest, options))
+    record_engines(folder, manifest, plan(manifest, options), fingerprint, {}, options)
     image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
     ref = Pipeline.load(folder, backend="onnxruntime").generate(PROMPT, images=[image], max_new_tokens=12)
     pipe = Pipeline.load(folder)  # auto: engines + "TensorRT" + "GPU"
@@ -286,6 +319,13 @@ def test_tensorrt_backend_over_fake_tensorrt_gives_ort_tokens(folder, monkeypatc
         pipe.decoder.step(np.zeros((1, 97, 64), np.float32), np.arange(97)[None])
     with pytest.raises(VlmforgeError, match=r"outside the engine's profile \(1, 3, 30, 30\)\.\.\(1, 3, 30, 30\)"):
         pipe.vision.run({"pixel_values": np.zeros((2, 3, 30, 30), np.float32)})
+    return pipe
+
+
+def fake_tensorrt_engines(folder, manifest, build_plan):
+    import fake_tensorrt
+
+    fake_tensorrt.write_fake_engines(folder, manifest, build_plan)
 
 
 def test_profile_reports_gpu_memory_on_gpu_backends(monkeypatch):
