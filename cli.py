@@ -28,7 +28,8 @@ def _prompt_and_images(args):
 def cmd_run(args) -> int:
     from .runtime import Pipeline
 
-    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads)
+    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads,
+                         preprocess=args.preprocess)
     prompt, images = _prompt_and_images(args)
     sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                     repetition_penalty=args.repetition_penalty, do_sample=args.sample or None)
@@ -48,7 +49,8 @@ def cmd_profile(args) -> int:
 
     if args.plot:
         check_plot_path(args.plot)
-    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads)
+    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads,
+                         preprocess=args.preprocess)
     prompt, images = _prompt_and_images(args)
     report = profile(pipe, prompt, images, runs=args.runs, warmup=args.warmup, max_new_tokens=args.max_new_tokens)
     print(report.table())
@@ -101,7 +103,8 @@ def cmd_eval(args) -> int:
     from .examples.evaluate import evaluate
     from .runtime import Pipeline
 
-    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads)
+    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads,
+                         preprocess=args.preprocess)
     report = evaluate(pipe, args.suite, n=args.n, images=args.images)
     print(report.table())
     if args.json:
@@ -130,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
         q.add_argument("--backend", default="auto", choices=BACKENDS,
                        help="auto: tensorrt when the folder has engines and TensorRT + a GPU are here, else onnxruntime")
+        q.add_argument("--preprocess", default="auto", choices=("auto", "cpu", "gpu"),
+                       help="tiling kernel: auto = CUDA into the vision engine's input with tensorrt, else NumPy")
 
     r = sub.add_parser("run", help="generate text for an image and a prompt")
     runtime_args(r)
@@ -190,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     v.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
     v.add_argument("--backend", default="auto", choices=BACKENDS)
+    v.add_argument("--preprocess", default="auto", choices=("auto", "cpu", "gpu"))
     v.set_defaults(func=cmd_eval)
 
     from .calibration.commands import add_commands

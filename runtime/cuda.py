@@ -7,6 +7,8 @@ Pointers are plain ints, which is what ``context.set_tensor_address`` takes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .errors import VlmforgeError
@@ -49,6 +51,20 @@ def device_name_and_capability(device: int = 0) -> tuple[str, str]:
     props = call(cudart().cudaGetDeviceProperties(device))
     name = props.name.decode(errors="replace").rstrip("\x00") if isinstance(props.name, bytes) else str(props.name)
     return name, f"{props.major}.{props.minor}"
+
+
+@dataclass(frozen=True)
+class DeviceArray:
+    """A C-contiguous tensor already in device memory (the GPU preprocessing's tile batch): a
+    TensorRT session binds ``ptr`` as the input instead of copying a host array."""
+
+    ptr: int
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
 
 
 class DeviceBuffer:

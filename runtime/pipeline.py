@@ -10,13 +10,13 @@ from typing import Iterator
 
 import numpy as np
 
-from ..kernels import tile_and_patchify
 from .backends import open_backend, open_graph
 from .decode import generate_tokens, prefill
 from .errors import PromptError, VlmforgeError
 from .features import pack_image_features
 from .images import load_image
 from .manifest import Manifest, load_manifest
+from .preprocess import choose_preprocess
 from .prompt import PreparedPrompt, expand_image_slots, prefix_image_placeholders, render_messages
 from .sampling import Sampler, SamplingParams
 from .stats import GenerationStats, StageTimer
@@ -33,7 +33,8 @@ class GenerationResult:
 
 
 class Pipeline:
-    def __init__(self, root: Path, manifest: Manifest, backend: str = "auto", threads: int | None = None, verify: bool = True):
+    def __init__(self, root: Path, manifest: Manifest, backend: str = "auto", threads: int | None = None, verify: bool = True,
+                 preprocess: str = "auto"):
         self.root = root
         self.manifest = manifest
         self.tokenizer = TextTokenizer(root, manifest.tokenizer)
@@ -51,6 +52,9 @@ class Pipeline:
         self.cross_kv = open_graph(root, manifest, "cross_kv", self.backend, threads) if "cross_kv" in manifest.graphs else None
         connector_tok = manifest.image.connector_tokenizer
         self.connector_tokenizer = TextTokenizer(root, connector_tok) if connector_tok else None
+        # rgb → (pixels, layout): NumPy, or (auto, TensorRT) the CUDA kernel into the first engine's device input
+        spec = manifest.image.preprocess if manifest.image else None
+        self.preprocess = choose_preprocess(spec, self.vision or self.connector, preprocess)
         self.image_newline = self._newline_embedding()  # (hidden,) or None
         sep = self.manifest.image.separator_path if self.manifest.image else None
         self.view_separator = np.load(self.root / sep) if sep else None  # hd: (hidden,) or None
@@ -66,9 +70,10 @@ class Pipeline:
         return None
 
     @classmethod
-    def load(cls, model_dir: str | Path, backend: str = "auto", verify: bool = True, threads=None) -> "Pipeline":
+    def load(cls, model_dir: str | Path, backend: str = "auto", verify: bool = True, threads=None, preprocess: str = "auto") -> "Pipeline":
+        """``preprocess``: "auto" (the CUDA kernel when the backend is TensorRT, else NumPy), "cpu" or "gpu"."""
         root = Path(model_dir)
-        return cls(root, load_manifest(root, verify=verify), backend, threads, verify)
+        return cls(root, load_manifest(root, verify=verify), backend, threads, verify, preprocess)
 
     # -- stages -----------------------------------------------------------------------------
     def encode_image(self, image, timer: StageTimer, prompt_text: str = "") -> np.ndarray:
@@ -78,7 +83,7 @@ class Pipeline:
         with timer("image_decode"):
             rgb = load_image(image)
         with timer("preprocess"):
-            pixels, layout = tile_and_patchify(rgb, self.manifest.image.preprocess)
+            pixels, layout = self.preprocess(rgb)
         features = pixels  # no vision graph: the patches are the features (Fuyu)
         if self.vision is not None:
             with timer("vision"):

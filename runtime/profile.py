@@ -95,6 +95,7 @@ def environment(pipe) -> dict:
     return {
         "vlmforge": __version__,
         "backend": getattr(pipe, "backend", "onnxruntime"),
+        "preprocess": getattr(getattr(pipe, "preprocess", None), "device", "cpu"),  # "cuda": the CUDA tiling kernel
         "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),

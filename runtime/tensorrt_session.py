@@ -101,9 +101,19 @@ class TrtSession:
             self.buffers[name] = DeviceBuffer(nbytes)
         return self.buffers[name].ptr
 
+    accepts_device_arrays = True  # feeds may be cuda.DeviceArray: bound in place, no copy
+
+    def input_dtype(self, name: str) -> np.dtype:
+        return tensor_dtype(self.engine, name)
+
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from .cuda import DeviceArray
+
         staged = []  # host arrays must outlive the async copies
         for name in self.spec.input_names:
+            if isinstance(feeds[name], DeviceArray):
+                self._bind_device(name, feeds[name])
+                continue
             host = np.ascontiguousarray(feeds[name], dtype=tensor_dtype(self.engine, name))
             set_shape(self.context, name, host.shape, self.engine)
             ptr = self._buffer(name, host.nbytes)
@@ -121,3 +131,9 @@ class TrtSession:
             self.stream.copy_to_host(host, self.buffers[name].ptr)
         self.stream.synchronize()
         return outputs
+
+    def _bind_device(self, name: str, array) -> None:
+        if np.dtype(array.dtype) != tensor_dtype(self.engine, name):
+            raise VlmforgeError(f"input {name} is {tensor_dtype(self.engine, name)} in the engine but the device array is {np.dtype(array.dtype)}")
+        set_shape(self.context, name, array.shape, self.engine)
+        self.context.set_tensor_address(name, array.ptr)

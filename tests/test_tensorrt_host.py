@@ -266,7 +266,9 @@ def test_tensorrt_backend_over_fake_tensorrt_gives_ort_tokens(folder, monkeypatc
     import fake_tensorrt
 
     fake_tensorrt.install(monkeypatch)
-    _check_tensorrt_backend(folder, rng, BuildFingerprint("10.99.0", "Fake GPU", "8.7"))
+    with pytest.warns(UserWarning, match="GPU preprocessing unavailable"):  # no CUDA kernels behind the fake
+        pipe = _check_tensorrt_backend(folder, rng, BuildFingerprint("10.99.0", "Fake GPU", "8.7"))
+    assert getattr(pipe.preprocess, "device", "cpu") == "cpu"
 
 
 def _real_gpu() -> bool:
@@ -285,12 +287,18 @@ def test_tensorrt_backend_on_real_cuda_memory(folder, monkeypatch, rng):
     streams, events and the ping-pong cache live in GPU memory; only the engine is ONNX Runtime
     between two cudaMemcpy. Also the device query and GPU memory the profile reports."""
     import fake_tensorrt
+    from vlmforge.runtime import Pipeline
     from vlmforge.runtime.cuda import device_name_and_capability, memory_used_bytes
 
     fake_tensorrt.install(monkeypatch, real_cuda=True)
     name, capability = device_name_and_capability()
     assert name and capability.count(".") == 1
     pipe = _check_tensorrt_backend(folder, rng, BuildFingerprint("10.99.0", name, capability))
+    # preprocessing ran on the GPU (auto with TensorRT): the tile batch was bound in place, never uploaded
+    assert pipe.preprocess.device == "cuda" and "pixel_values" not in pipe.vision.buffers
+    image = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
+    on_cpu = Pipeline.load(folder, preprocess="cpu").generate(PROMPT, images=[image], max_new_tokens=8)
+    assert pipe.generate(PROMPT, images=[image], max_new_tokens=8).token_ids == on_cpu.token_ids
     mem = memory_used_bytes()
     assert 0 < mem["gpu_used_bytes"] < mem["gpu_total_bytes"]
     stats = pipe.generate(PROMPT, images=[rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)], max_new_tokens=4).stats
@@ -342,3 +350,28 @@ def test_profile_reports_gpu_memory_on_gpu_backends(monkeypatch):
     gpu = profile.memory(SimpleNamespace(backend="tensorrt", manifest=manifest))
     assert gpu["gpu_used_bytes"] == 5 * 2**30 and gpu["gpu_total_bytes"] == 8 * 2**30
     assert "gpu_used_bytes" not in profile.memory(SimpleNamespace(backend="onnxruntime", manifest=manifest))
+
+
+def test_preprocess_choice(monkeypatch, manifest):
+    """GPU preprocessing only where an engine reads device memory: asked for elsewhere it is refused
+    with the reason; "auto" without usable CUDA kernels falls back to NumPy with a warning."""
+    from types import SimpleNamespace
+
+    from vlmforge.kernels import tile_and_patchify
+    from vlmforge.runtime.preprocess import choose_preprocess
+
+    spec = manifest.image.preprocess
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    cpu = choose_preprocess(spec, object(), "auto")
+    np.testing.assert_array_equal(cpu(image)[0], tile_and_patchify(image, spec)[0])
+    with pytest.raises(VlmforgeError, match="only the tensorrt backend reads"):
+        choose_preprocess(spec, object(), "gpu")
+    with pytest.raises(ValueError, match="choose one of auto, cpu, gpu"):
+        choose_preprocess(spec, object(), "cuda")
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)  # as if cuda-python were missing
+    engine = SimpleNamespace(accepts_device_arrays=True, spec=SimpleNamespace(input_names=["pixel_values"]),
+                             input_dtype=lambda name: np.dtype(np.float32))
+    with pytest.warns(UserWarning, match="GPU preprocessing unavailable .*cuda-python"):
+        assert choose_preprocess(spec, engine, "auto")(image)[1] == tile_and_patchify(image, spec)[1]
+    with pytest.raises(VlmforgeError, match="GPU preprocessing is unavailable: .*cuda-python.*preprocess='cpu'"):
+        choose_preprocess(spec, engine, "gpu")
