@@ -21,7 +21,7 @@ def prefill(decoder, inputs_embeds: np.ndarray, timer: StageTimer) -> np.ndarray
     The caller resets the decoder (and sets its cross-attention memory) before."""
     seq = inputs_embeds.shape[1]
     positions = np.arange(seq, dtype=np.int64)[None, :]
-    with timer("prefill"):
+    with timer("prefill", decoder):
         return decoder.step(inputs_embeds, positions)
 
 
@@ -29,7 +29,7 @@ def decode_one_token(decoder, embed_table: np.ndarray, token_id: int, timer: Sta
     """Feed one token at the next position → logits (vocab,)."""
     position = np.array([[decoder.cache.num_tokens]], dtype=np.int64)
     embeds = embed_table[token_id][None, None, :]  # (1, 1, d): one row of the memory-mapped table
-    with timer("decode"):
+    with timer("decode", decoder):
         return decoder.step(embeds, position)
 
 

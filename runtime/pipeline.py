@@ -82,18 +82,18 @@ class Pipeline:
         ``prompt_text`` feeds connectors that read the instruction too (``connector_text_inputs``)."""
         with timer("image_decode"):
             rgb = load_image(image)
-        with timer("preprocess"):
+        with timer("preprocess", self.preprocess):
             pixels, layout = self.preprocess(rgb)
         features = pixels  # no vision graph: the patches are the features (Fuyu)
         if self.vision is not None:
-            with timer("vision"):
+            with timer("vision", self.vision):
                 features = self.vision.run({"pixel_values": pixels})["image_features"]
         embeds = features  # no connector: the decoder reads vision features directly (BLIP)
         if self.connector is not None:
             feeds = {"image_features": features}
             if self.manifest.capabilities.connector_text_inputs:
                 feeds.update(self.connector_text_feeds(prompt_text, features.shape[0]))
-            with timer("connector"):
+            with timer("connector", self.connector):
                 embeds = self.connector.run(feeds)["image_embeds"]
         embeds = pack_image_features(embeds, rgb.shape[:2], self.manifest.image.preprocess, self.image_newline,
                                      self.view_separator)
@@ -194,6 +194,7 @@ class Pipeline:
         stats = GenerationStats(
             stages=dict(timer.times),
             starts=dict(timer.starts),
+            gpu_stages=dict(timer.gpu_times),
             num_prompt_tokens=len(prepared.input_ids),
             num_image_tokens=prepared.num_image_tokens,
             num_generated_tokens=len(generated),

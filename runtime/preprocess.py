@@ -48,6 +48,11 @@ class GpuPreprocess:
 
     device = "cuda"  # reported in the profile's environment
 
+    @property
+    def last_gpu_s(self) -> float:
+        """GPU time of the last call's kernels (what the profile reports as preprocess GPU time)."""
+        return self.tiler.last_gpu_s
+
     def __init__(self, spec: PreprocessSpec, dtype: np.dtype):
         from ..kernels.cuda import CudaTiler
 

@@ -35,15 +35,24 @@ class ProfileReport:
         stages = [s for s in STAGES if any(s in r.stages for r in self.runs)]
         return {s: [r.stage_total(s) for r in self.runs] for s in stages}
 
+    def gpu_stage_totals(self) -> dict[str, list[float]]:
+        """Per-run CUDA-event totals of the stages a GPU engine timed (empty on CPU backends)."""
+        stages = [s for s in STAGES if all(s in r.gpu_stages for r in self.runs)]
+        return {s: [float(sum(r.gpu_stages[s])) for r in self.runs] for s in stages}
+
     def as_dict(self) -> dict:
         stages = {name: summarise(v) for name, v in self.per_run_stage_totals().items()}
         steps = [t for r in self.runs for t in r.stages.get("decode", [])]
+        gpu_steps = [t for r in self.runs for t in r.gpu_stages.get("decode", [])]
         last = self.runs[-1]
         return {
             "schema": "vlmforge-profile/1",
             "runs": len(self.runs),
             "stages": stages,  # per run totals of each stage
             "decode_step": summarise(steps) if steps else None,  # each decode step, pooled over runs
+            # GPU backends: the same stages timed on the GPU with CUDA events (engine work only)
+            "gpu_stages": {name: summarise(v) for name, v in self.gpu_stage_totals().items()},
+            "gpu_decode_step": summarise(gpu_steps) if gpu_steps else None,
             "ttft_s": float(np.median([r.ttft_s for r in self.runs])),
             "end_to_end": summarise([r.total_s for r in self.runs]),
             "decode_tokens_per_s": float(np.median([r.decode_tokens_per_s for r in self.runs])),
@@ -61,7 +70,11 @@ class ProfileReport:
 
     def table(self) -> str:
         d = self.as_dict()
-        lines = [f"{'stage':<14}{'median ms':>11}{'p90 ms':>10}{'p95 ms':>10}{'max ms':>10}{'calls':>7}"]
+        gpu = dict(d["gpu_stages"])  # a GPU-time column only where a stage was timed with CUDA events
+        if d["gpu_decode_step"]:
+            gpu["decode/step"] = d["gpu_decode_step"]
+        lines = [f"{'stage':<14}{'median ms':>11}{'p90 ms':>10}{'p95 ms':>10}{'max ms':>10}{'calls':>7}"
+                 + (f"{'gpu ms':>10}" if gpu else "")]
         rows = dict(d["stages"])
         if d["decode_step"]:
             rows["decode/step"] = d["decode_step"]
@@ -69,6 +82,7 @@ class ProfileReport:
             lines.append(
                 f"{name:<14}{s['median_s'] * 1e3:>11.3f}{s['p90_s'] * 1e3:>10.3f}"
                 f"{s['p95_s'] * 1e3:>10.3f}{s['max_s'] * 1e3:>10.3f}{s['calls']:>7}"
+                + (f"{gpu[name]['median_s'] * 1e3:>10.3f}" if name in gpu else "")
             )
         e2e = d["end_to_end"]
         lines += [

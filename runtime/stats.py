@@ -19,21 +19,27 @@ class StageTimer:
     and its start (perf_counter seconds) to ``starts[stage]``, for traces.
 
     Engine calls on CPU backends return when their outputs are ready, so a host clock around
-    them measures the work; GPU backends synchronise their stream before the block ends.
+    them measures the work; GPU backends synchronise their stream before the block ends. An
+    ``engine`` that times itself with CUDA events (``last_gpu_s``: TensorRT sessions, the CUDA
+    preprocessing) also adds that GPU time to ``gpu_times[stage]``.
     """
 
     def __init__(self):
         self.times: dict[str, list[float]] = defaultdict(list)
         self.starts: dict[str, list[float]] = defaultdict(list)
+        self.gpu_times: dict[str, list[float]] = defaultdict(list)
 
     @contextmanager
-    def __call__(self, stage: str):
+    def __call__(self, stage: str, engine=None):
         start = time.perf_counter()
         try:
             yield
         finally:
             self.times[stage].append(time.perf_counter() - start)
             self.starts[stage].append(start)
+            gpu = getattr(engine, "last_gpu_s", None)
+            if gpu is not None:
+                self.gpu_times[stage].append(gpu)
 
 
 class NullTimer:
@@ -41,9 +47,10 @@ class NullTimer:
 
     times: dict = {}
     starts: dict = {}
+    gpu_times: dict = {}
 
     @contextmanager
-    def __call__(self, stage: str):
+    def __call__(self, stage: str, engine=None):
         yield
 
 
@@ -51,6 +58,7 @@ class NullTimer:
 class GenerationStats:
     stages: dict[str, list[float]] = field(default_factory=dict)  # stage → seconds per call
     starts: dict[str, list[float]] = field(default_factory=dict)  # stage → perf_counter start per call
+    gpu_stages: dict[str, list[float]] = field(default_factory=dict)  # stage → CUDA-event seconds per call (GPU engines)
     num_prompt_tokens: int = 0
     num_image_tokens: int = 0
     num_generated_tokens: int = 0

@@ -86,12 +86,14 @@ class TrtSession:
     """One engine with one profile (vision, connector): NumPy in, NumPy out, buffers grown on demand."""
 
     def __init__(self, root: Path, spec: GraphSpec, engine_spec: EngineSpec):
-        from .cuda import Stream
+        from .cuda import EventTimer, Stream
 
         self.spec = spec
         self.engine = deserialize(root, engine_spec, spec)
         self.context = self.engine.create_execution_context()
         self.stream = Stream()
+        self.timer = EventTimer(self.stream)
+        self.last_gpu_s = 0.0  # GPU time of the last call's engine run (CUDA events)
         self.buffers = {}  # name → DeviceBuffer, grown when a call needs more
 
     def _buffer(self, name: str, nbytes: int) -> int:
@@ -125,11 +127,14 @@ class TrtSession:
             shape = tuple(self.context.get_tensor_shape(name))
             outputs[name] = np.empty(shape, dtype=tensor_dtype(self.engine, name))
             self.context.set_tensor_address(name, self._buffer(name, outputs[name].nbytes))
+        self.timer.start()
         if not self.context.execute_async_v3(self.stream.handle):
             raise RuntimeError(f"TensorRT failed to run {self.spec.path} (see its log above)")
+        self.timer.stop()
         for name, host in outputs.items():
             self.stream.copy_to_host(host, self.buffers[name].ptr)
         self.stream.synchronize()
+        self.last_gpu_s = self.timer.elapsed_s()
         return outputs
 
     def _bind_device(self, name: str, array) -> None:

@@ -49,6 +49,8 @@ def make_cudart() -> types.ModuleType:
     rt.cudaStreamSynchronize = rt.cudaStreamDestroy = rt.cudaEventSynchronize = lambda handle: ok()
     rt.cudaEventRecord = lambda event, stream: ok()
     rt.cudaEventElapsedTime = lambda start, end: ok(0.5)
+    rt.cudaSetDevice = lambda device: ok()
+    rt.cudaMemGetInfo = lambda: ok(6 * 2**30, 8 * 2**30)  # free, total
     rt.cudaMemcpyAsync = lambda dst, src, n, kind, stream: (ctypes.memmove(dst, src, n), ok())[1]
     return rt
 

@@ -32,6 +32,8 @@ def test_export_run_profile(tiny_llava, tmp_path, capsys):
     for stage in ("image_decode", "preprocess", "vision", "connector", "merge", "prefill", "decode"):
         assert data["stages"][stage]["median_s"] > 0
     assert data["decode_step"]["calls"] == 3 * 5  # the first token comes from prefill
+    assert data["gpu_stages"] == {} and data["gpu_decode_step"] is None  # CPU backend: no CUDA events
+    assert data["environment"]["preprocess"] == "cpu"
     assert data["decode_tokens_per_s"] > 0 and data["ttft_s"] > 0
     for key in ("median_s", "p90_s", "p95_s", "p99_s", "min_s", "max_s"):
         assert key in data["stages"]["prefill"]

@@ -289,6 +289,7 @@ def test_tensorrt_backend_on_real_cuda_memory(folder, monkeypatch, rng):
     import fake_tensorrt
     from vlmforge.runtime import Pipeline
     from vlmforge.runtime.cuda import device_name_and_capability, memory_used_bytes
+    from vlmforge.runtime.profile import profile
 
     fake_tensorrt.install(monkeypatch, real_cuda=True)
     name, capability = device_name_and_capability()
@@ -296,6 +297,9 @@ def test_tensorrt_backend_on_real_cuda_memory(folder, monkeypatch, rng):
     pipe = _check_tensorrt_backend(folder, rng, BuildFingerprint("10.99.0", name, capability))
     # preprocessing ran on the GPU (auto with TensorRT): the tile batch was bound in place, never uploaded
     assert pipe.preprocess.device == "cuda" and "pixel_values" not in pipe.vision.buffers
+    report = profile(pipe, PROMPT, [rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)], runs=2, warmup=1, max_new_tokens=3)
+    assert report.as_dict()["gpu_stages"]["preprocess"]["median_s"] > 0  # the tiling kernels, CUDA events
+    assert "gpu ms" in report.table()
     image = rng.integers(0, 256, (45, 70, 3), dtype=np.uint8)
     on_cpu = Pipeline.load(folder, preprocess="cpu").generate(PROMPT, images=[image], max_new_tokens=8)
     assert pipe.generate(PROMPT, images=[image], max_new_tokens=8).token_ids == on_cpu.token_ids
@@ -307,6 +311,7 @@ def test_tensorrt_backend_on_real_cuda_memory(folder, monkeypatch, rng):
 
 def _check_tensorrt_backend(folder, rng, fingerprint: BuildFingerprint):
     from vlmforge.runtime import Pipeline, PromptError
+    from vlmforge.runtime.profile import profile
 
     manifest = load_manifest(folder)
     options = BuildOptions(max_context=96)
@@ -327,6 +332,9 @@ def _check_tensorrt_backend(folder, rng, fingerprint: BuildFingerprint):
         pipe.decoder.step(np.zeros((1, 97, 64), np.float32), np.arange(97)[None])
     with pytest.raises(VlmforgeError, match=r"outside the engine's profile \(1, 3, 30, 30\)\.\.\(1, 3, 30, 30\)"):
         pipe.vision.run({"pixel_values": np.zeros((2, 3, 30, 30), np.float32)})
+    report = profile(pipe, PROMPT, [image], runs=2, warmup=0, max_new_tokens=5).as_dict()
+    assert {"vision", "connector", "prefill", "decode"} <= set(report["gpu_stages"])  # CUDA events per engine call
+    assert report["gpu_decode_step"]["calls"] == 2 * 4 and report["gpu_stages"]["vision"]["median_s"] > 0
     return pipe
 
 

@@ -131,3 +131,14 @@ class CudaKernels:
 
     def synchronize(self) -> None:
         _check(self.driver.cuCtxSynchronize())
+
+    def event(self):
+        return _check(self.driver.cuEventCreate(0))
+
+    def record(self, event) -> None:
+        """Record ``event`` on the default stream (where ``launch`` enqueues)."""
+        _check(self.driver.cuEventRecord(event, self.driver.CUstream(0)))
+
+    def elapsed_s(self, start, end) -> float:
+        """Seconds between two recorded events (both complete: call after ``synchronize``)."""
+        return float(_check(self.driver.cuEventElapsedTime(start, end))) / 1e3

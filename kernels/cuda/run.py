@@ -119,6 +119,8 @@ class CudaTiler:
         self.lut = DeviceBuffer.upload(normalise_lut(spec, np.float32))  # (3, 256) float32
         self.plans: OrderedDict[tuple[int, int], _SizePlan] = OrderedDict()
         self.image_buffer: DeviceBuffer | None = None
+        self.events = (self.kernels.event(), self.kernels.event())
+        self.last_gpu_s = 0.0  # GPU time of the last call's kernels (CUDA events; the upload excluded)
 
     def plan(self, hw: tuple[int, int]) -> _SizePlan:
         """The launches for an (h, w) image, built and uploaded once per size."""
@@ -173,8 +175,11 @@ class CudaTiler:
         if isinstance(out, DeviceBuffer) and out.nbytes < nbytes:
             raise ValueError(f"out holds {out.nbytes} bytes but the {shape} {self.dtype.name} batch needs {nbytes}")
         target = out if out is not None else DeviceBuffer(nbytes, self.device)
+        self.kernels.record(self.events[0])
         plan = self.launch(image_dev, hw, target)
+        self.kernels.record(self.events[1])
         self.kernels.synchronize()
+        self.last_gpu_s = self.kernels.elapsed_s(*self.events)
         if out is not None:
             return out, plan.layout
         return target.download(np.empty(shape, dtype=self.dtype)), plan.layout
