@@ -75,7 +75,7 @@ def test_cuda_writes_into_a_device_buffer():
 
     img, spec = random_image(480, 640), SPECS["anyres"]
     ref, ref_layout = tile_and_patchify(img, spec)
-    buf = DeviceBuffer(ref.nbytes)
+    buf = DeviceBuffer(ref.nbytes).write(np.full(ref.shape, np.nan, np.float32))  # poisoned: every element must be written
     got, layout = tile_and_patchify_cuda(img, spec, out=buf)
     assert got is buf and layout == ref_layout
     np.testing.assert_array_equal(buf.download(np.empty_like(ref)), ref)
