@@ -62,10 +62,6 @@ class DeviceArray:
     shape: tuple[int, ...]
     dtype: np.dtype
 
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
-
 
 class DeviceBuffer:
     """``nbytes`` of device memory, freed with the object."""
