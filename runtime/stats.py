@@ -37,7 +37,7 @@ class StageTimer:
         finally:
             self.times[stage].append(time.perf_counter() - start)
             self.starts[stage].append(start)
-            gpu = getattr(engine, "last_gpu_s", None)
+            gpu = None if engine is None else getattr(engine, "last_gpu_s", None)  # None: a CPU engine
             if gpu is not None:
                 self.gpu_times[stage].append(gpu)
 
