@@ -30,6 +30,16 @@ def test_nvcc_compiles(arch, tmp_path):
     assert (tmp_path / "k.cubin").stat().st_size > 0
 
 
+def test_unsupported_dtype_is_refused_before_any_cuda_call():
+    """A bad output dtype is a ValueError naming the choices, with or without cuda-python."""
+    from vlmforge.kernels.cuda import CudaTiler, tile_and_patchify_cuda
+
+    spec = PreprocessSpec(size=[336], crop=[336, 336], mean=CLIP_MEAN, std=CLIP_STD)
+    for call in (lambda: CudaTiler(spec, np.float64), lambda: tile_and_patchify_cuda(random_image(8, 8), spec, dtype=np.int8)):
+        with pytest.raises(ValueError, match="choose float32 or float16"):
+            call()
+
+
 def gpu_available() -> bool:
     try:
         from cuda.bindings import driver
