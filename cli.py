@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt")  # = runtime.backends.BACKENDS
+PREPROCESS = ("auto", "cpu", "gpu")  # = runtime.preprocess.MODES
 DEFAULT_PROMPT = "USER: <image>\nWhat is in the picture? ASSISTANT:"
 
 
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
         q.add_argument("--backend", default="auto", choices=BACKENDS,
                        help="auto: tensorrt when the folder has engines and TensorRT + a GPU are here, else onnxruntime")
-        q.add_argument("--preprocess", default="auto", choices=("auto", "cpu", "gpu"),
+        q.add_argument("--preprocess", default="auto", choices=PREPROCESS,
                        help="tiling kernel: auto = CUDA into the vision engine's input with tensorrt, else NumPy")
 
     r = sub.add_parser("run", help="generate text for an image and a prompt")
@@ -195,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
     v.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
     v.add_argument("--backend", default="auto", choices=BACKENDS)
-    v.add_argument("--preprocess", default="auto", choices=("auto", "cpu", "gpu"))
+    v.add_argument("--preprocess", default="auto", choices=PREPROCESS)
     v.set_defaults(func=cmd_eval)
 
     from .calibration.commands import add_commands

@@ -53,8 +53,7 @@ class Pipeline:
         connector_tok = manifest.image.connector_tokenizer
         self.connector_tokenizer = TextTokenizer(root, connector_tok) if connector_tok else None
         # rgb → (pixels, layout): NumPy, or (auto, TensorRT) the CUDA kernel into the first engine's device input
-        spec = manifest.image.preprocess if manifest.image else None
-        self.preprocess = choose_preprocess(spec, self.vision or self.connector, preprocess)
+        self.preprocess = choose_preprocess(manifest.image.preprocess, self.vision or self.connector, preprocess)
         self.image_newline = self._newline_embedding()  # (hidden,) or None
         sep = self.manifest.image.separator_path if self.manifest.image else None
         self.view_separator = np.load(self.root / sep) if sep else None  # hd: (hidden,) or None

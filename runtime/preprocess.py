@@ -12,19 +12,16 @@ from typing import Callable
 import numpy as np
 
 from ..kernels import PreprocessSpec, tile_and_patchify
-from ..kernels.images import prepare_image
 from .errors import VlmforgeError
 
 MODES = ("auto", "cpu", "gpu")
 
 
-def choose_preprocess(spec: PreprocessSpec | None, consumer, mode: str = "auto") -> Callable | None:
+def choose_preprocess(spec: PreprocessSpec, consumer, mode: str = "auto") -> Callable:
     """rgb (H, W, 3) uint8 → (pixels, layout). ``mode``: "cpu" (NumPy), "gpu" (CUDA, or an error
     saying why not), "auto" (GPU when ``consumer`` takes device arrays and the kernels compile)."""
     if mode not in MODES:
         raise ValueError(f"unknown preprocess mode {mode!r}; choose one of {', '.join(MODES)}")
-    if spec is None:
-        return None
     cpu = lambda rgb: tile_and_patchify(rgb, spec)  # noqa: E731
     if mode == "cpu":
         return cpu
@@ -43,31 +40,24 @@ def choose_preprocess(spec: PreprocessSpec | None, consumer, mode: str = "auto")
 
 
 class GpuPreprocess:
-    """The CUDA tiler into one device buffer, grown as pictures need; returns a ``DeviceArray``
-    (valid until the next call), which a TensorRT session binds without a copy."""
+    """The CUDA tiler writing into its own device buffer; returns a ``DeviceArray`` (valid until the
+    next call), which a TensorRT session binds without a copy."""
 
     device = "cuda"  # reported in the profile's environment
+
+    def __init__(self, spec: PreprocessSpec, dtype: np.dtype):
+        from ..kernels.cuda import CudaTiler
+
+        self.dtype = np.dtype(dtype)
+        self.tiler = CudaTiler(spec, self.dtype)  # ValueError for a dtype other than float32 / float16
 
     @property
     def last_gpu_s(self) -> float:
         """GPU time of the last call's kernels (what the profile reports as preprocess GPU time)."""
         return self.tiler.last_gpu_s
 
-    def __init__(self, spec: PreprocessSpec, dtype: np.dtype):
-        from ..kernels.cuda import CudaTiler
-
-        self.spec, self.dtype = spec, np.dtype(dtype)
-        self.tiler = CudaTiler(spec, self.dtype)  # ValueError for a dtype other than float32 / float16
-        self.buffer = None
-
     def __call__(self, rgb: np.ndarray):
-        from ..kernels.cuda import DeviceBuffer
         from .cuda import DeviceArray
 
-        image = prepare_image(rgb, self.spec.max_input_pixels)  # the NumPy path's checks, first
-        shape = self.tiler.plan(image.shape[:2]).shape
-        nbytes = int(np.prod(shape)) * self.dtype.itemsize
-        if self.buffer is None or self.buffer.nbytes < nbytes:
-            self.buffer = DeviceBuffer(nbytes)
-        _, layout = self.tiler(image, out=self.buffer)  # synchronised: ready for any stream
-        return DeviceArray(int(self.buffer), shape, self.dtype), layout
+        ptr, shape, layout = self.tiler.on_device(rgb)  # synchronised: ready for any stream
+        return DeviceArray(ptr, shape, self.dtype), layout

@@ -85,6 +85,8 @@ def set_shape(context, name: str, shape, engine, profile: int = 0) -> None:
 class TrtSession:
     """One engine with one profile (vision, connector): NumPy in, NumPy out, buffers grown on demand."""
 
+    accepts_device_arrays = True  # feeds may be cuda.DeviceArray: bound in place, no copy
+
     def __init__(self, root: Path, spec: GraphSpec, engine_spec: EngineSpec):
         from .cuda import EventTimer, Stream
 
@@ -102,8 +104,6 @@ class TrtSession:
         if name not in self.buffers or self.buffers[name].nbytes < nbytes:
             self.buffers[name] = DeviceBuffer(nbytes)
         return self.buffers[name].ptr
-
-    accepts_device_arrays = True  # feeds may be cuda.DeviceArray: bound in place, no copy
 
     def input_dtype(self, name: str) -> np.dtype:
         return tensor_dtype(self.engine, name)

@@ -118,7 +118,8 @@ class CudaTiler:
         self.suffix = "_f32" if self.dtype == np.float32 else "_f16"
         self.lut = DeviceBuffer.upload(normalise_lut(spec, np.float32))  # (3, 256) float32
         self.plans: OrderedDict[tuple[int, int], _SizePlan] = OrderedDict()
-        self.image_buffer: DeviceBuffer | None = None
+        self.image_buffer: DeviceBuffer | None = None  # uint8 frames, grown once
+        self.out_buffer: DeviceBuffer | None = None  # tile batches when the caller gives no ``out``, grown once
         self.events = (self.kernels.event(), self.kernels.event())
         self.last_gpu_s = 0.0  # GPU time of the last call's kernels (CUDA events; the upload excluded)
 
@@ -169,20 +170,33 @@ class CudaTiler:
         array; with ``out`` — a ``DeviceBuffer`` or any object whose ``int()`` is a device pointer
         with room for the batch (a vision engine's input binding) — they are written there and
         ``(out, layout)`` is returned, with no copy back."""
+        target, plan = self._run(image, out)
+        if out is not None:
+            return out, plan.layout
+        return target.download(np.empty(plan.shape, dtype=self.dtype)), plan.layout
+
+    def on_device(self, image: np.ndarray) -> tuple[int, tuple[int, ...], TileLayout]:
+        """The batch in the tiler's own device buffer, valid until the next call: (pointer, shape, layout)."""
+        target, plan = self._run(image, None)
+        return int(target), plan.shape, plan.layout
+
+    def _run(self, image: np.ndarray, out) -> tuple:
+        """Upload, launch into ``out`` (or the tiler's own buffer), synchronise: (target, plan)."""
         image_dev, hw = self.upload(image)
-        shape = self.plan(hw).shape
-        nbytes = int(np.prod(shape)) * self.dtype.itemsize
-        if isinstance(out, DeviceBuffer) and out.nbytes < nbytes:
-            raise ValueError(f"out holds {out.nbytes} bytes but the {shape} {self.dtype.name} batch needs {nbytes}")
-        target = out if out is not None else DeviceBuffer(nbytes, self.device)
+        plan = self.plan(hw)
+        nbytes = int(np.prod(plan.shape)) * self.dtype.itemsize
+        if out is None:
+            if self.out_buffer is None or self.out_buffer.nbytes < nbytes:
+                self.out_buffer = DeviceBuffer(nbytes, self.device)
+            out = self.out_buffer
+        elif isinstance(out, DeviceBuffer) and out.nbytes < nbytes:
+            raise ValueError(f"out holds {out.nbytes} bytes but the {plan.shape} {self.dtype.name} batch needs {nbytes}")
         self.kernels.record(self.events[0])
-        plan = self.launch(image_dev, hw, target)
+        self.launch(image_dev, hw, out)
         self.kernels.record(self.events[1])
         self.kernels.synchronize()
         self.last_gpu_s = self.kernels.elapsed_s(*self.events)
-        if out is not None:
-            return out, plan.layout
-        return target.download(np.empty(shape, dtype=self.dtype)), plan.layout
+        return out, plan
 
 
 _TILERS: OrderedDict[str, CudaTiler] = OrderedDict()
