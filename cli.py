@@ -14,7 +14,7 @@ DEFAULT_PROMPT = "USER: <image>\nWhat is in the picture? ASSISTANT:"
 def cmd_export(args) -> int:
     from .export import export_model
 
-    manifest = export_model(args.model_dir, args.out, overwrite=args.overwrite, check=not args.no_check)
+    manifest = export_model(args.model_dir, args.out, overwrite=args.overwrite, check=not args.no_check, lm_head=args.lm_head)
     size = sum(a.bytes for a in manifest.artifacts.values())
     print(f"exported {manifest.family} ({manifest.architecture}) to {args.out}: "
           f"{len(manifest.artifacts)} artifacts, {size / 1e6:.1f} MB")
@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--out", required=True)
     e.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     e.add_argument("--no-check", action="store_true", help="skip the ONNX-vs-torch check of each graph")
+    e.add_argument("--lm-head", default="full", choices=("full", "screened"),
+                   help="screened: greedy's argmax decided exactly from an INT8 screen of the LM head (fewer bytes "
+                        "per decode step; greedy only, ONNX Runtime only; README 'Screened LM head')")
     e.set_defaults(func=cmd_export)
 
     def runtime_args(q, max_new=64):

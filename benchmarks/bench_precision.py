@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 
 PROMPT = "USER: <image>\nDescribe the picture in detail. ASSISTANT:"
+SCREENED = "screened-head"  # not a precision: the fp32 export made with --lm-head screened
 PLANS = {  # row → --precision (weight-only rows keep the compute-bound vision and connector at int8)
     "fp32": None,
+    "fp32 screened head": SCREENED,
     "fp16": "fp16",
     "int8": "int8",
     "w8": "vision=int8,connector=int8,llm=w8",
@@ -61,7 +63,10 @@ def prepare(work: Path, plans: dict, calib_samples: int, checkpoint: Path | None
     folders = {}
     for label, plan in plans.items():
         folders[label] = fp32 if plan is None else work / plan.replace("=", "-").replace(",", "_")
-        if plan is not None:
+        if plan == SCREENED:
+            step(f"export {label}", lambda d=folders[label]: export_model(hf, d, check=False, lm_head="screened"),
+                 done=(folders[label] / "manifest.json").exists())
+        elif plan is not None:
             step(f"quantise {label}", lambda p=plan, d=folders[label]: quantize_model(fp32, d, p),
                  done=(folders[label] / "manifest.json").exists())
     return folders

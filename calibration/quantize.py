@@ -60,6 +60,9 @@ def quantize_model(
 
 
 def _refuse_quantised(manifest: Manifest, root: Path) -> None:
+    if manifest.llm.head != "full":
+        raise QuantizationError(f"{root} has a {manifest.llm.head} LM head; quantise an export made with --lm-head full "
+                                "(w8 / w4 quantise the head with the rest of the LLM)")
     done = {g: s.precision for g, s in manifest.graphs.items() if s.precision != "fp32" or s.quantization}
     if manifest.embeddings.dtype != "float32":
         done["embeddings"] = manifest.embeddings.dtype

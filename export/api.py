@@ -17,23 +17,30 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..runtime.manifest import MANIFEST_NAME, Artifact, GenerationDefaults, Manifest, TensorSpec, sha256_file
+from ..runtime.manifest import LM_HEADS, MANIFEST_NAME, Artifact, GenerationDefaults, Manifest, TensorSpec, sha256_file
 from .families import read_config, resolve
-from .onnx_export import check_graph, export_graph
+from .onnx_export import check_graph, export_graph, screen_graph
 from .tokenizer import export_tokenizer
 
 log = logging.getLogger("vlmforge.export")
 
 
-def export_model(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False, check: bool = True) -> Manifest:
-    """Export the checkpoint in ``model_dir`` into ``out_dir``; returns the manifest written."""
+def export_model(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False, check: bool = True,
+                 lm_head: str = "full") -> Manifest:
+    """Export the checkpoint in ``model_dir`` into ``out_dir``; returns the manifest written.
+
+    ``lm_head="screened"``: the LLM graph decides greedy's argmax exactly from an INT8 screen of its
+    head (export/screened_head.py): ~27 % fewer bytes per decode step for a Qwen2-0.5B-sized model,
+    greedy decoding only, ONNX Runtime only."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only: never reach for a hub
     quiet_libraries()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if lm_head not in LM_HEADS:
+        raise ValueError(f"lm_head={lm_head!r}: choose one of {', '.join(LM_HEADS)}")
     family = resolve(read_config(model_dir))
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already exists; remove it or pass overwrite=True (--overwrite)")
-    return write_atomically(out_dir, lambda tmp: _export_into(family, model_dir, tmp, check))
+    return write_atomically(out_dir, lambda tmp: _export_into(family, model_dir, tmp, check, lm_head))
 
 
 def write_atomically(out: Path, fill):
@@ -53,7 +60,7 @@ def write_atomically(out: Path, fill):
     return result
 
 
-def _export_into(family, model_dir: Path, tmp: Path, check: bool) -> Manifest:
+def _export_into(family, model_dir: Path, tmp: Path, check: bool, lm_head: str) -> Manifest:
     start = time.perf_counter()
     fam = family.prepare(model_dir)
     graphs = {}
@@ -63,6 +70,9 @@ def _export_into(family, model_dir: Path, tmp: Path, check: bool) -> Manifest:
         if check:
             err = check_graph(g, path, fam.atol)
             log.info("%s graph exported, max |onnx - torch| = %.2e", g.name, err)
+        if lm_head == "screened" and g.name == "llm":
+            screen_graph(g, path)
+            fam.llm.head = "screened"
     embed = fam.embed_tokens.float().numpy()
     np.save(tmp / "embed_tokens.npy", embed)
     for name, array in fam.extra_arrays.items():

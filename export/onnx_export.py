@@ -72,13 +72,39 @@ def export_graph(g: GraphExport, path: Path) -> GraphSpec:
 
 def _merge_matmuls(path: Path, external: bool) -> None:
     """One GEMM per shared activation (q/k/v, gate/up): see merge_matmuls.py."""
-    import onnx
-
     from .merge_matmuls import merge_shared_input_matmuls
 
+    _rewrite(path, external, merge_shared_input_matmuls)
+
+
+def screen_graph(g: GraphExport, path: Path) -> None:
+    """Replace the LM head of the exported decoder ``path`` by the screened head, then check on the
+    example inputs that its argmax is the torch module's."""
+    from .screened_head import screen_lm_head
+
+    external = path.with_name(path.name + ".data").exists()
+    if not _rewrite(path, external, screen_lm_head):
+        raise ValueError(f"the {g.name} graph has no MatMul with a constant (hidden, vocab) weight producing 'logits', "
+                         "so there is no head to screen; export with lm_head='full' (--lm-head full)")
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    flat = _flat_inputs(g)
+    got = sess.run(["logits"], {n: t.detach().cpu().numpy() for n, t in zip(g.input_names, flat)})[0]
+    with torch.no_grad():
+        ref = g.module(*flat)[0].numpy()
+    if not np.array_equal(got.argmax(-1), ref.argmax(-1)):
+        raise RuntimeError(f"the screened head of the {g.name} graph picks a different token from the torch module; "
+                           "this is a vlmforge bug — please report it with the model config (export with --lm-head full meanwhile)")
+
+
+def _rewrite(path: Path, external: bool, fn) -> bool:
+    """Load ``path`` with its weights, apply ``fn(model) -> changed`` and save it back if it changed."""
+    import onnx
+
     model = onnx.load(str(path))  # with its external weights, if any
-    if not merge_shared_input_matmuls(model):
-        return
+    if not fn(model):
+        return False
     data = path.with_name(path.name + ".data")
     data.unlink(missing_ok=True)  # rewritten whole below (save appends to an existing file)
     if external:
@@ -86,6 +112,7 @@ def _merge_matmuls(path: Path, external: bool) -> None:
         data.chmod(0o644)  # onnx writes it 0600; the folder is meant to be copied to devices and read by others
     else:
         onnx.save(model, str(path))
+    return True
 
 
 def _name_dims(g: GraphExport, path: Path) -> GraphSpec:

@@ -18,6 +18,7 @@ from .errors import ManifestError
 
 FORMAT = "vlmforge-manifest"
 VERSION = 1
+LM_HEADS = ("full", "screened")  # LLMSpec.head
 MANIFEST_NAME = "manifest.json"
 PLACEMENTS = ("inline", "prefix", "memory")
 
@@ -75,6 +76,9 @@ class LLMSpec:
     vocab_size: int
     max_context: int
     kv_dtype: str = "float32"
+    # "full": the graph's logits are the FP32 head's; "screened" (export --lm-head screened): only
+    # argmax(logits) is exact — greedy decoding only (export/screened_head.py)
+    head: str = "full"
 
 
 @dataclass
@@ -173,6 +177,8 @@ class Manifest:
         self.tokenizer = _as(TokenizerSpec, self.tokenizer)
         self.image = _as(ImageSpec, self.image)
         self.llm = _as(LLMSpec, self.llm)
+        if self.llm.head not in LM_HEADS:
+            raise ManifestError(f"llm.head {self.llm.head!r} is not one of {', '.join(LM_HEADS)}; re-export the model")
         self.capabilities = _as(Capabilities, self.capabilities)
         self.generation = _as(GenerationDefaults, self.generation)
         self.artifacts = {k: _as(Artifact, v) for k, v in self.artifacts.items()}

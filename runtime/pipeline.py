@@ -159,6 +159,7 @@ class Pipeline:
         **sampling,
     ) -> Iterator[str]:
         start = time.perf_counter()
+        sampler = Sampler(self._sampling_params(sampling))  # bad arguments are refused before any work
         timer = StageTimer() if timer is None else timer
         images = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
         text = self.prompt_text(prompt, messages, len(images))
@@ -169,7 +170,6 @@ class Pipeline:
             inputs_embeds = self.merge(prepared, image_embeds)
         inputs_embeds, decoder_ids = self.attach_memory(inputs_embeds, prepared, image_embeds, timer)
         logits = prefill(self.decoder, inputs_embeds, timer)
-        sampler = Sampler(self._sampling_params(sampling))
         # ignore_eos: profiling decodes exactly max_new_tokens, like benchmark harnesses do
         eos = set() if ignore_eos else set(self.manifest.tokenizer.eos_token_ids)
         text = TextAssembler(self.tokenizer.stream(), self.manifest.generation.stop_strings if stop is None else stop)
@@ -254,4 +254,10 @@ class Pipeline:
             repetition_penalty=g.repetition_penalty,
         )
         params.update({k: v for k, v in overrides.items() if v is not None})
-        return SamplingParams(**params)
+        params = SamplingParams(**params)
+        if self.manifest.llm.head == "screened" and (params.do_sample or params.repetition_penalty != 1.0):
+            raise ValueError(
+                "this export screens its LM head (manifest llm.head = 'screened'): only the argmax of its logits is "
+                "exact, so it decodes greedily without a repetition penalty; pass do_sample=False and "
+                "repetition_penalty=1.0 (leave out --sample), or re-export with --lm-head full to sample")
+        return params

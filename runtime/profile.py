@@ -117,6 +117,7 @@ def environment(pipe) -> dict:
         "cores": os.cpu_count(),
         "family": pipe.manifest.family,
         "precision": {name: g.precision for name, g in pipe.manifest.graphs.items()},
+        "lm_head": pipe.manifest.llm.head,
     }
 
 

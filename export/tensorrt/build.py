@@ -30,6 +30,9 @@ class BuildPlan:
 
 
 def plan(manifest: Manifest, options: BuildOptions) -> BuildPlan:
+    if manifest.llm.head != "full":
+        raise ValueError(f"this export's LLM graph has a {manifest.llm.head} LM head (com.microsoft.MatMulNBits, which "
+                         "TensorRT cannot parse); re-export with --lm-head full to build TensorRT engines")
     tiles, context = resolve_limits(manifest, options.max_tiles, options.max_context)
     plans = plan_build(manifest, options)
     profiles = {}
