@@ -72,15 +72,20 @@ def test_no_head_matmul_leaves_the_model_alone():
 def test_screened_export_generates_the_full_exports_tokens(tiny_llava, tmp_path, rng):
     from conftest import random_images
 
-    from vlmforge.export import export_model
+    from vlmforge.bench import _llm_weight_bytes
+    from vlmforge.cli import main
     from vlmforge.runtime import Pipeline
     from vlmforge.runtime.manifest import load_manifest
 
     model_dir, full_out = tiny_llava
     out = tmp_path / "screened"
-    export_model(model_dir, out, lm_head="screened")
+    assert main(["export", str(model_dir), "-o", str(out), "--lm-head", "screened"]) == 0
     assert load_manifest(out).llm.head == "screened" and load_manifest(full_out).llm.head == "full"
     screened, full = Pipeline.load(out), Pipeline.load(full_out)
+    # bytes a decode step reads: the file minus the FP32 rows it only gathers candidates from
+    spec = screened.manifest.llm
+    assert _llm_weight_bytes(screened) == screened.manifest.artifacts["llm.onnx"].bytes - 4 * spec.vocab_size * spec.hidden_size
+    assert _llm_weight_bytes(full) == full.manifest.artifacts["llm.onnx"].bytes
     prompt = "USER: <image>\nWhat is in the picture? ASSISTANT:"
     for image in random_images(rng, [(40, 60), (97, 33), (224, 224)]):
         a = screened.generate(prompt, images=[image], max_new_tokens=24, ignore_eos=True)
