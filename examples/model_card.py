@@ -110,10 +110,11 @@ answered relation at 0.47–0.56 after 2300 GPU steps, the other types at 0.95�
 for one shape by direction ("Which shape is the leftmost / rightmost / highest / lowest?", 2–4
 shapes, chance about 0.35) on the hue-drift pictures: 0.24 after 3000 steps (shape binding reached
 only 0.54 in that run); with stage 1 also teaching each base-view patch whether its shape is the
-leftmost / rightmost / highest / lowest (as "largest" is taught; recalled on 0.87 of those patches),
-0.40 after 2000 steps; with the grounding turns added, 0.18 after 1000 steps. So the language model
-orders its own caption from left to right, yet answers no question about position — in any
-wording tried here, at these sizes and step budgets.
+leftmost / rightmost / highest / lowest (recalled on 0.87 of those patches), 0.40 after 2000 steps;
+with those labels on every patch of every tile, as "largest" is taught (recalled on 0.72), 0.28
+after 2000 steps while shape binding reached 0.86; with the grounding turns added, 0.18 after 1000
+steps. So the language model orders its own caption from left to right, yet answers no question
+about position — in any wording tried here, at these sizes and step budgets.
 
 Measured by `python -m vlmforge.examples.model_card`.
 """
