@@ -86,14 +86,8 @@ def screen_graph(g: GraphExport, path: Path) -> None:
     if not _rewrite(path, external, screen_lm_head):
         raise ValueError(f"the {g.name} graph has no MatMul with a constant (hidden, vocab) weight producing 'logits', "
                          "so there is no head to screen; export with lm_head='full' (--lm-head full)")
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    flat = _flat_inputs(g)
-    got = sess.run(["logits"], {n: t.detach().cpu().numpy() for n, t in zip(g.input_names, flat)})[0]
-    with torch.no_grad():
-        ref = g.module(*flat)[0].numpy()
-    if not np.array_equal(got.argmax(-1), ref.argmax(-1)):
+    got, ref = _run_both(g, path)  # output 0 is the logits
+    if not np.array_equal(got[0].argmax(-1), ref[0].argmax(-1)):
         raise RuntimeError(f"the screened head of the {g.name} graph picks a different token from the torch module; "
                            "this is a vlmforge bug — please report it with the model config (export with --lm-head full meanwhile)")
 
@@ -156,18 +150,10 @@ def _tensor_spec(value) -> TensorSpec:
 
 def check_graph(g: GraphExport, path: Path, atol: float) -> float:
     """Run the exported graph with ONNX Runtime on the example inputs; return max |onnx − torch|."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    flat = _flat_inputs(g)
-    feeds = {n: t.detach().cpu().numpy() for n, t in zip(g.input_names, flat)}
-    got = sess.run(g.output_names, feeds)
-    with torch.no_grad():
-        ref = g.module(*flat)
-    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    got, ref = _run_both(g, path)
     # relative to the output's magnitude where that exceeds 1 (logits of large models run to ±30)
     err = max(
-        float(np.abs(a - b.detach().numpy()).max() / max(1.0, float(np.abs(a).max()))) if a.size else 0.0
+        float(np.abs(a - b).max() / max(1.0, float(np.abs(a).max()))) if a.size else 0.0
         for a, b in zip(got, ref)
     )
     if not err <= atol:
@@ -176,3 +162,16 @@ def check_graph(g: GraphExport, path: Path, atol: float) -> float:
             "this is a vlmforge bug — please report it with the model config"
         )
     return err
+
+
+def _run_both(g: GraphExport, path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The graph's outputs from ONNX Runtime and the torch module's, on the example inputs."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    flat = _flat_inputs(g)
+    got = sess.run(g.output_names, {n: t.detach().cpu().numpy() for n, t in zip(g.input_names, flat)})
+    with torch.no_grad():
+        ref = g.module(*flat)
+    ref = ref if isinstance(ref, (tuple, list)) else (ref,)
+    return got, [r.detach().numpy() for r in ref]

@@ -54,7 +54,7 @@ def quantize_rows(weight: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarra
 def screen_lm_head(model, output: str = "logits", block: int = BLOCK) -> bool:
     """Rewrite ``model`` (onnx ModelProto, weights loaded) in place: the MatMul with a constant
     (d, vocab) weight that produces ``output`` becomes the screened head. False if there is none."""
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     graph = model.graph
     weights = {init.name: init for init in graph.initializer}
@@ -71,15 +71,9 @@ def screen_lm_head(model, output: str = "logits", block: int = BLOCK) -> bool:
     for offset, new in enumerate(nodes):
         graph.node.insert(index + offset, new)
     graph.initializer.extend(numpy_helper.from_array(a, name) for name, a in inits.items())
-    if not any(op.domain == "com.microsoft" for op in model.opset_import):
-        model.opset_import.append(_ms_opset())
+    if not any(op.domain == "com.microsoft" for op in model.opset_import):  # MatMulNBits' domain
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return True
-
-
-def _ms_opset():
-    from onnx import helper
-
-    return helper.make_opsetid("com.microsoft", 1)
 
 
 def _head_nodes(h: str, out: str, weight: np.ndarray, block: int):
