@@ -102,12 +102,12 @@ def pack_anyres_features(features: np.ndarray, image_hw, spec: PreprocessSpec, i
     return np.concatenate([features[0], grid.reshape(-1, dim)], axis=0)
 
 
-def anyres_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> TileLayout:
+def anyres_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray, backend: str = "numpy") -> TileLayout:
     """Write the base view and the grid tiles into ``out`` (1 + rows·cols, 3, t, t)."""
     base, grid = anyres_plan(image.shape[:2], spec)
     lut = normalise_lut(spec, out.dtype)
-    run_placement(image, base, spec, out, lut)
-    run_placement(image, grid, spec, out, lut)
+    run_placement(image, base, spec, out, lut, backend)
+    run_placement(image, grid, spec, out, lut, backend)
     return anyres_tiles_layout(image.shape[:2], spec)
 
 

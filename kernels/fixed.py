@@ -42,10 +42,10 @@ def fixed_plan(image_hw: tuple[int, int], spec: PreprocessSpec) -> Placement:
     return Placement((rh, rw), (top, left), (Tile(0, 0, 0, ch, cw),), source_canvas=canvas, fill=(0, 0, 0))
 
 
-def fixed_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> TileLayout:
+def fixed_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray, backend: str = "numpy") -> TileLayout:
     """Write one normalised (3, H, W) tile into ``out[0]``."""
     pl = fixed_plan(image.shape[:2], spec)
-    run_placement(image, pl, spec, out, normalise_lut(spec, out.dtype))
+    run_placement(image, pl, spec, out, normalise_lut(spec, out.dtype), backend)
     tile = pl.tiles[0]
     return TileLayout(num_tiles=1, tile_hw=(tile.h, tile.w), num_image_tokens=spec.tokens_per_tile)
 

@@ -126,15 +126,22 @@ def hd_num_image_tokens(rows: int, cols: int, spec: PreprocessSpec) -> int:
     return per * (per + nl) + 1 + rows * per * (cols * per + nl)
 
 
-def hd_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> TileLayout:
+def hd_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray, backend: str = "numpy") -> TileLayout:
     """Global view into out[0], local tiles into out[1:] (row-major)."""
     pl, (ph, pw) = hd_plan(image.shape[:2], spec)
     lut32 = normalise_lut(spec, np.float32)
     lut = lut32 if out.dtype == np.float32 else normalise_lut(spec, out.dtype)
-    vals = run_placement(image, pl, spec, out, lut)
+    vals = run_placement(image, pl, spec, out, lut, backend)
     t = spec.tile_size
     bg = [int(b) for b in spec.background]
-    out[0] = global_view(vals, pl.offset, (ph, pw), lut32, bg, t)  # computed in float32, as the model does
+    if backend == "c":
+        from .cpu.run import global_view as global_view_c
+
+        iy, wy = _cubic_taps(ph, t)
+        ix, wx = _cubic_taps(pw, t)
+        out[0] = global_view_c(vals, pl.offset, iy, wy, ix, wx, lut32, bg)
+    else:
+        out[0] = global_view(vals, pl.offset, (ph, pw), lut32, bg, t)  # computed in float32, as the model does
     return hd_layout((ph, pw), spec)
 
 

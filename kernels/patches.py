@@ -39,9 +39,9 @@ def patches_plan(image_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[Place
     return pl, rows, cols
 
 
-def patches_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> TileLayout:
+def patches_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray, backend: str = "numpy") -> TileLayout:
     pl, _, _ = patches_plan(image.shape[:2], spec)
-    run_placement(image, pl, spec, out, normalise_lut(spec, out.dtype))
+    run_placement(image, pl, spec, out, normalise_lut(spec, out.dtype), backend)
     return patches_layout(image.shape[:2], spec)
 
 

@@ -73,9 +73,10 @@ def pad_source(image: np.ndarray, canvas_hw: tuple[int, int], background) -> np.
     return canvas
 
 
-def resized_window(image, pl: Placement, resample: str, background, budget=None) -> tuple[np.ndarray, int, int]:
+def resized_window(image, pl: Placement, resample: str, background, budget=None, backend="numpy"):
     """The part of the resized image any tile reads: ((h, 3, w) uint8, its canvas y0, x0).
-    ``budget``: the resize's working-memory scale (resample.MIN_STRIP_ELEMS), a quarter of the output's bytes."""
+    ``budget``: the NumPy resize's working-memory scale (resample.MIN_STRIP_ELEMS), a quarter of
+    the output's bytes. ``backend``: "numpy" or "c" (kernels/cpu, byte-identical)."""
     rh, rw = pl.resized_hw
     top, left = pl.offset
     y0 = max(min(t.y0 for t in pl.tiles) - top, 0)
@@ -87,6 +88,10 @@ def resized_window(image, pl: Placement, resample: str, background, budget=None)
     src = pad_source(image, pl.source_canvas, background) if pl.source_canvas else image
     if src.shape[:2] == (rh, rw):
         vals = src[y0:y1, x0:x1].transpose(0, 2, 1)
+    elif backend == "c":
+        from .cpu.run import resize_hcw as resize_c
+
+        vals = resize_c(src, rh, rw, resample, slice(y0, y1), slice(x0, x1), pl.transposed)
     else:
         vals = resize_hcw(src, rh, rw, resample, slice(y0, y1), slice(x0, x1), pl.transposed, budget)
     return vals, top + y0, left + x0
@@ -126,11 +131,16 @@ def _write_patches(out: np.ndarray, tile: Tile, vals: np.ndarray, vy: int, vx: i
             view[r, :, :, :, c] = lut[c][strip[:, c, :].reshape(p, cols, p).transpose(1, 0, 2)]
 
 
-def run_placement(image: np.ndarray, pl: Placement, spec: PreprocessSpec, out: np.ndarray, lut) -> np.ndarray:
+def run_placement(image: np.ndarray, pl: Placement, spec: PreprocessSpec, out: np.ndarray, lut, backend="numpy"):
     """Execute ``pl`` into ``out``; returns the resized window (h, 3, w) uint8 for callers that
-    need more from it (the HD global view)."""
-    vals, vy, vx = resized_window(image, pl, spec.resample, spec.background, budget=out.nbytes // 4)
+    need more from it (the HD global view). ``backend``: "numpy" or "c"."""
+    vals, vy, vx = resized_window(image, pl, spec.resample, spec.background, out.nbytes // 4, backend)
     bg = pl.canvas_fill(spec)
+    if backend == "c" and pl.layout == "chw":
+        from .cpu.run import write_tiles
+
+        write_tiles(out, pl.tiles, vals, vy, vx, spec, bg)
+        return vals
     for tile in pl.tiles:
         if pl.layout == "patches":
             _write_patches(out, tile, vals, vy, vx, lut, bg, pl.patch)

@@ -110,6 +110,7 @@ def environment(pipe) -> dict:
         "vlmforge": __version__,
         "backend": getattr(pipe, "backend", "onnxruntime"),
         "preprocess": getattr(getattr(pipe, "preprocess", None), "device", "cpu"),  # "cuda": the CUDA tiling kernel
+        "preprocess_kernel": getattr(getattr(pipe, "preprocess", None), "kernel", "numpy"),  # "c", "numpy" or "cuda"
         "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
