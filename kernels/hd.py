@@ -25,6 +25,7 @@ raise ValueError instead.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -64,8 +65,10 @@ def hd_plan(image_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[Placement,
     return Placement((nh, nw), offset, tiles, transposed=transposed), (ph, pw)
 
 
+@lru_cache(maxsize=32)
 def _cubic_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """torch upsample_bicubic2d source indices (out, 4), clamped, and float32 weights (out, 4)."""
+    """torch upsample_bicubic2d source indices (out, 4), clamped, and float32 weights (out, 4);
+    cached (read-only): a canvas size recurs with every image of its aspect ratio."""
     scale = np.float32(in_size) / np.float32(out_size)
     src = scale * (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5)
     x0 = np.floor(src)
@@ -81,6 +84,7 @@ def _cubic_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     one = np.float32(1.0)
     w = np.stack([far(t + one), near(t), near(one - t), far(np.float32(2.0) - t)], axis=1).astype(np.float32)
     idx = np.clip(x0.astype(np.int64)[:, None] + np.arange(-1, 3)[None, :], 0, in_size - 1)
+    idx.flags.writeable = w.flags.writeable = False
     return idx, w
 
 

@@ -91,7 +91,7 @@ def resized_window(image, pl: Placement, resample: str, background, budget=None,
     elif backend == "c":
         from .cpu.run import resize_hcw as resize_c
 
-        vals = resize_c(src, rh, rw, resample, slice(y0, y1), slice(x0, x1), pl.transposed)
+        vals = resize_c(src, rh, rw, resample, slice(y0, y1), slice(x0, x1), pl.transposed, scratch=True)
     else:
         vals = resize_hcw(src, rh, rw, resample, slice(y0, y1), slice(x0, x1), pl.transposed, budget)
     return vals, top + y0, left + x0

@@ -13,7 +13,7 @@ from kernel_cases import CLIP_MEAN, CLIP_STD, SIZES, random_image
 import vlmforge.kernels as K
 from vlmforge.kernels import PreprocessSpec, tile_and_patchify, tile_output_shape
 from vlmforge.kernels.cpu import KernelBuildError, build
-from vlmforge.kernels.resample import resize_hcw
+from vlmforge.kernels.resample import pillow_vertical_first, resize_hcw
 
 pytestmark = pytest.mark.skipif(build.compiler() is None, reason="no C compiler on this machine")
 
@@ -46,9 +46,16 @@ def test_c_kernel_equals_numpy(name, dtype):
 
 @pytest.mark.parametrize("resample", ["bicubic", "bilinear", "lanczos", "box"])
 def test_resize_windows_equal_numpy(resample):
-    """Random sizes, windows (crops, tiles) and the transposed pass order: byte for byte."""
+    """Random sizes, windows (crops, tiles) and the transposed pass order: byte for byte; and each
+    path of the C resize — both passes fused (horizontal or vertical first), one pass, none."""
     from vlmforge.kernels.cpu.run import resize_hcw as resize_c
 
+    paths = [((900, 50), (100, 40)), ((50, 900), (40, 100)), ((300, 200), (300, 77)), ((300, 200), (51, 200)),
+             ((64, 64), (64, 64)), ((1, 1), (5, 3)), ((5, 3), (1, 1))]  # fmt: skip
+    assert pillow_vertical_first(900, 50, 100, 40) and not pillow_vertical_first(50, 900, 40, 100)
+    for (h, w), (oh, ow) in paths:
+        img = random_image(h, w, seed=2)
+        assert np.array_equal(resize_c(img, oh, ow, resample), resize_hcw(img, oh, ow, resample)), ((h, w), (oh, ow))
     rng = np.random.default_rng(3)
     for trial in range(40):
         h, w = (int(v) for v in rng.integers(1, 500, 2))

@@ -27,6 +27,7 @@ _L = ctypes.c_ssize_t
 SIGNATURES = {
     "vf_hpass": [_P, _L, _I, _I, _P, _P, _P, _I, _I, _P, _L, _I],
     "vf_vpass": [_P, _L, _I, _P, _P, _P, _I, _I, _P, _L, _I],
+    "vf_resize": [_P, _L, _I, _I, _P, _P, _P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _L, _I],
     "vf_write_tiles": [_P, _I, _I, _I, _I, _P, _I, _I, _I, _P, ctypes.c_double, _P, _P, _P, _I],
     "vf_bicubic_view": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I, _P, _P, _P, _I],
 }

@@ -10,6 +10,7 @@ them in benchmarks/bench_kernels.py), except each thread's 48-lane transposition
 from __future__ import annotations
 
 import os
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -39,6 +40,23 @@ def default_threads() -> int:
     return max(1, min(cores, MAX_THREADS))
 
 
+_LOCAL = threading.local()
+
+
+def _scratch(nbytes: int) -> np.ndarray:
+    """This thread's uint8 buffer for the resized window, grown as needed and kept: a camera's frames
+    then reuse its pages instead of faulting in ~7 MB of fresh memory per HD frame."""
+    buf = getattr(_LOCAL, "buf", None)
+    if buf is None or buf.size < nbytes:
+        buf = _LOCAL.buf = np.empty(nbytes, dtype=np.uint8)
+    return buf[:nbytes]
+
+
+def release_scratch() -> None:
+    """Free this thread's scratch buffer (benchmarks measure its allocation as extra memory)."""
+    _LOCAL.buf = None
+
+
 @lru_cache(maxsize=64)
 def _axis(in_size: int, out_size: int, resample: str) -> tuple[np.ndarray, np.ndarray, int]:
     """(start int64, weight int32 (out, ksize), ksize) for one axis, cached: a camera sends one size."""
@@ -54,9 +72,12 @@ def _window(in_size: int, out_size: int, resample: str, sel) -> Coeffs:
 
 
 def _tables(c: Coeffs, lo: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """int32 (start − lo, weight, taps inside [lo, limit)) for the C passes."""
+    """int32 (start − lo, weight, taps to sum) for the C passes. Taps to sum: up to the last nonzero
+    weight (Pillow's own tap count; ksize pads a bilinear 1.6× downscale's ~3.3 taps to 5) and
+    never past ``limit``, the end of the input."""
     start = np.ascontiguousarray(c.start - lo, dtype=np.int32)
-    count = np.minimum(c.ksize, limit - c.start).astype(np.int32)
+    nonzero = np.where(c.weight != 0, np.arange(1, c.ksize + 1, dtype=np.int32), 0).max(axis=1, initial=0)
+    count = np.minimum(nonzero, limit - c.start).astype(np.int32)
     return start, np.ascontiguousarray(c.weight, dtype=np.int32), count
 
 
@@ -82,8 +103,10 @@ def vpass(src: np.ndarray, c: Coeffs, dst: np.ndarray, threads: int) -> None:
                        count.ctypes.data, c.ksize, len(start), dst.ctypes.data, dst.strides[0], threads)  # fmt: skip
 
 
-def resize_hcw(image, height, width, resample, rows=None, cols=None, transposed=False, threads=None) -> np.ndarray:
-    """``kernels.resample.resize_hcw`` in C: (len(rows), 3, len(cols)) uint8, byte for byte the same."""
+def resize_hcw(image, height, width, resample, rows=None, cols=None, transposed=False, threads=None,
+               scratch=False) -> np.ndarray:
+    """``kernels.resample.resize_hcw`` in C: (len(rows), 3, len(cols)) uint8, byte for byte the same.
+    ``scratch``: return a view of this thread's reused buffer (valid until its next scratch call)."""
     threads = default_threads() if threads is None else threads
     if image.strides[1:] != (3, 1) or image.strides[0] < 3 * image.shape[1]:
         image = np.ascontiguousarray(image)
@@ -95,7 +118,10 @@ def resize_hcw(image, height, width, resample, rows=None, cols=None, transposed=
     else:
         vertical_first = pillow_vertical_first(in_h, in_w, height, width)
     n, m = len(cv.start), len(ch.start)
-    out = np.empty((n, 3, m), dtype=np.uint8)
+    out = _scratch(n * 3 * m).reshape(n, 3, m) if scratch else np.empty((n, 3, m), dtype=np.uint8)
+    if in_h != height and in_w != width:  # both passes, fused band by band
+        _resize(image, cv, ch, vertical_first, out, threads)
+        return out
     if vertical_first:
         x0, x1 = _span(ch, in_w)
         if in_h != height:
@@ -121,6 +147,17 @@ def resize_hcw(image, height, width, resample, rows=None, cols=None, transposed=
     else:
         out[:] = mid[shifted.start]
     return out
+
+
+def _resize(image: np.ndarray, cv: Coeffs, ch: Coeffs, vertical_first: bool, out: np.ndarray, threads: int) -> None:
+    """Both passes in one C call over bands of output rows (intermediate rows stay in cache)."""
+    x0, x1 = _span(ch, image.shape[1])
+    ys, yw, yc = _tables(cv, 0, image.shape[0])
+    xs, xw, xc = _tables(ch, x0, x1)
+    view = image[:, x0:x1]
+    library().vf_resize(view.ctypes.data, image.strides[0], image.shape[0], x1 - x0, ys.ctypes.data, yw.ctypes.data,
+                        yc.ctypes.data, cv.ksize, len(ys), xs.ctypes.data, xw.ctypes.data, xc.ctypes.data, ch.ksize,
+                        len(xs), int(vertical_first), out.ctypes.data, out.strides[0], threads)  # fmt: skip
 
 
 def write_tiles(out: np.ndarray, tiles, vals: np.ndarray, vy: int, vx: int, spec, bg, threads=None) -> None:
