@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--backend", default="auto", choices=BACKENDS,
                        help="auto: tensorrt when the folder has engines and TensorRT + a GPU are here, else onnxruntime")
         q.add_argument("--preprocess", default="auto", choices=PREPROCESS,
-                       help="tiling kernel: auto = CUDA into the vision engine's input with tensorrt, else NumPy")
+                       help="tiling kernel: auto = CUDA into the vision engine's input with tensorrt, else the CPU kernel (C, or NumPy without a compiler)")
 
     r = sub.add_parser("run", help="generate text for an image and a prompt")
     runtime_args(r)

@@ -52,7 +52,7 @@ class Pipeline:
         self.cross_kv = open_graph(root, manifest, "cross_kv", self.backend, threads) if "cross_kv" in manifest.graphs else None
         connector_tok = manifest.image.connector_tokenizer
         self.connector_tokenizer = TextTokenizer(root, connector_tok) if connector_tok else None
-        # rgb → (pixels, layout): NumPy, or (auto, TensorRT) the CUDA kernel into the first engine's device input
+        # rgb → (pixels, layout): the CPU kernel (C or NumPy), or (auto, TensorRT) the CUDA kernel into the first engine's device input
         self.preprocess = choose_preprocess(manifest.image.preprocess, self.vision or self.connector, preprocess)
         self.image_newline = self._newline_embedding()  # (hidden,) or None
         sep = self.manifest.image.separator_path if self.manifest.image else None
@@ -70,7 +70,7 @@ class Pipeline:
 
     @classmethod
     def load(cls, model_dir: str | Path, backend: str = "auto", verify: bool = True, threads=None, preprocess: str = "auto") -> "Pipeline":
-        """``preprocess``: "auto" (the CUDA kernel when the backend is TensorRT, else NumPy), "cpu" or "gpu"."""
+        """``preprocess``: "auto" (the CUDA kernel when the backend is TensorRT, else the CPU kernel), "cpu" or "gpu"."""
         root = Path(model_dir)
         return cls(root, load_manifest(root, verify=verify), backend, threads, verify, preprocess)
 

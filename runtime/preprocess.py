@@ -38,7 +38,7 @@ def choose_preprocess(spec: PreprocessSpec, consumer, mode: str = "auto") -> Cal
     except (RuntimeError, ValueError) as e:  # no cuda-python / NVRTC, or an engine input the kernel cannot write
         if mode == "gpu":
             raise VlmforgeError(f"GPU preprocessing is unavailable: {e}; use preprocess='cpu'") from e
-        warnings.warn(f"GPU preprocessing unavailable ({e}); using the NumPy kernel", stacklevel=3)
+        warnings.warn(f"GPU preprocessing unavailable ({e}); using the CPU kernel", stacklevel=3)
         return cpu
 
 

@@ -150,3 +150,40 @@ def test_runtime_reuses_its_buffer():
     assert np.array_equal(b, tile_and_patchify(random_image(400, 600, seed=2), spec)[0])
     fresh = CpuPreprocess(spec, reuse=False)
     assert fresh(random_image(400, 600))[0] is not fresh(random_image(400, 600))[0]
+
+
+def _variant(monkeypatch, tmp_path, cc, options):
+    """Build resample.c with ``options`` and make the C backend use that library."""
+    import ctypes
+
+    from vlmforge.kernels.cpu import run
+
+    out = tmp_path / f"variant{len(list(tmp_path.iterdir()))}.so"
+    res = build._compile(cc, options + ["-shared", "-fPIC", "-pthread"], str(out))
+    assert res.returncode == 0, res.stderr
+    lib = ctypes.CDLL(str(out))
+    for name, args in build.SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = args, ctypes.c_int
+    monkeypatch.setattr(run, "library", lambda: lib)
+
+
+@pytest.mark.skipif(build.platform.machine() not in ("x86_64", "AMD64"), reason="x86 instruction-set levels")
+@pytest.mark.parametrize("march", ["x86-64-v2", "x86-64-v3"])
+def test_portable_vector_paths_equal_numpy(monkeypatch, tmp_path, march):
+    """The generic vector-extension code (what NEON targets compile: no AVX-512 intrinsics) and the
+    AVX2 path give the same bytes as the reference."""
+    _variant(monkeypatch, tmp_path, build.compiler(), ["-O3", f"-march={march}", "-ffp-contract=off", "-Wno-psabi"])
+    for name in ("anyres", "hd 4", "fixed pad"):
+        for h, w in [(333, 777), (1080, 1920), (17, 5)]:
+            img = random_image(h, w, seed=11)
+            ref, _ = tile_and_patchify(img, SPECS[name], backend="numpy")
+            assert np.array_equal(tile_and_patchify(img, SPECS[name], backend="c")[0], ref), (march, name, h, w)
+
+
+@pytest.mark.skipif(build.shutil.which("aarch64-linux-gnu-gcc") is None, reason="no aarch64 cross compiler")
+def test_compiles_for_jetson_orin(tmp_path):
+    """Jetson AGX Orin's cores (Cortex-A78AE): the source compiles for NEON without warnings."""
+    res = build._compile("aarch64-linux-gnu-gcc", ["-O3", "-mcpu=cortex-a78ae", "-ffp-contract=off", "-Wall",
+                                                   "-Werror", "-c"], str(tmp_path / "resample.o"))  # fmt: skip
+    assert res.returncode == 0, res.stderr

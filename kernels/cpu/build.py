@@ -116,5 +116,5 @@ def load() -> ctypes.CDLL:
         raise KernelBuildError(f"cannot load the compiled kernel {path}: {e}; delete it to rebuild") from e
     for name, args in SIGNATURES.items():
         fn = getattr(lib, name)
-        fn.argtypes, fn.restype = args, None
+        fn.argtypes, fn.restype = args, ctypes.c_int  # the number of work chunks that ran out of memory
     return lib

@@ -78,13 +78,14 @@ static inline uint8_t clip8(int32_t acc) {
 
 // ---- a minimal thread pool: fn(ctx, begin, end) over [0, n) in chunks of `grain` ----------------
 
-typedef void (*range_fn)(void *ctx, int begin, int end);
+typedef int (*range_fn)(void *ctx, int begin, int end);  // nonzero: out of memory
 
 struct job {
     range_fn fn;
     void *ctx;
     int n, grain;
-    int next;  // next unclaimed index (atomic)
+    int next;    // next unclaimed index (atomic)
+    int failed;  // chunks whose fn failed (atomic)
 };
 
 static void *worker(void *arg) {
@@ -92,22 +93,20 @@ static void *worker(void *arg) {
     for (;;) {
         int b = __atomic_fetch_add(&j->next, j->grain, __ATOMIC_RELAXED);
         if (b >= j->n) break;
-        j->fn(j->ctx, b, b + j->grain < j->n ? b + j->grain : j->n);
+        if (j->fn(j->ctx, b, b + j->grain < j->n ? b + j->grain : j->n)) __atomic_fetch_add(&j->failed, 1, __ATOMIC_RELAXED);
     }
     return NULL;
 }
 
 // Chunks are claimed dynamically, so a thread the OS deschedules delays only its own chunk.
-static void parallel_for(int n, int grain, int threads, range_fn fn, void *ctx) {
+// Returns the number of chunks that failed (0: every output byte written).
+static int parallel_for(int n, int grain, int threads, range_fn fn, void *ctx) {
     if (grain < 1) grain = 1;
     int chunks = (n + grain - 1) / grain;
     if (threads > chunks) threads = chunks;
     if (threads > MAX_THREADS) threads = MAX_THREADS;
-    if (threads <= 1) {
-        if (n > 0) fn(ctx, 0, n);
-        return;
-    }
-    struct job j = {fn, ctx, n, grain, 0};
+    if (threads <= 1) return n > 0 ? (fn(ctx, 0, n) != 0) : 0;
+    struct job j = {fn, ctx, n, grain, 0, 0};
     pthread_t tid[MAX_THREADS];
     int started = 0;
     for (int i = 0; i < threads - 1; ++i) {
@@ -115,6 +114,7 @@ static void parallel_for(int n, int grain, int threads, range_fn fn, void *ctx) 
     }
     worker(&j);  // the caller works too; if no thread could start it does everything
     for (int i = 0; i < started; ++i) pthread_join(tid[i], NULL);
+    return j.failed;
 }
 
 // ---- horizontal pass ----------------------------------------------------------------------------
@@ -148,34 +148,42 @@ static void transpose_strip(const uint8_t *src, ptrdiff_t stride, int rows, int 
     for (int r = 0; r < rows; ++r) memcpy(tx + 3 * r, src + r * stride + 3 * (in_w - 1), 3);
 }
 
+// A two-input byte shuffle with constant indices: __builtin_shufflevector (Clang, GCC ≥ 12), or
+// GCC's older __builtin_shuffle with a mask vector (GCC 11 is JetPack 6's compiler).
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define SHUFFLE16(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUFFLE16(a, b, ...) __builtin_shuffle(a, b, (u8x16){__VA_ARGS__})
+#endif
+
 // In-register transpose of a 16 × 16 byte block (rows m[0..15] → columns), by swapping the
 // off-diagonal b × b blocks of the row pairs (i, i + b) for b = 8, 4, 2, 1: 64 two-input shuffles.
 static inline void transpose16(u8x16 m[16]) {
     for (int i = 0; i < 16; ++i) {
         if (i & 8) continue;
-        u8x16 lo = __builtin_shufflevector(m[i], m[i + 8], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-        u8x16 hi = __builtin_shufflevector(m[i], m[i + 8], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+        u8x16 lo = SHUFFLE16(m[i], m[i + 8], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+        u8x16 hi = SHUFFLE16(m[i], m[i + 8], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
         m[i] = lo;
         m[i + 8] = hi;
     }
     for (int i = 0; i < 16; ++i) {
         if (i & 4) continue;
-        u8x16 lo = __builtin_shufflevector(m[i], m[i + 4], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
-        u8x16 hi = __builtin_shufflevector(m[i], m[i + 4], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+        u8x16 lo = SHUFFLE16(m[i], m[i + 4], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+        u8x16 hi = SHUFFLE16(m[i], m[i + 4], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
         m[i] = lo;
         m[i + 4] = hi;
     }
     for (int i = 0; i < 16; ++i) {
         if (i & 2) continue;
-        u8x16 lo = __builtin_shufflevector(m[i], m[i + 2], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
-        u8x16 hi = __builtin_shufflevector(m[i], m[i + 2], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+        u8x16 lo = SHUFFLE16(m[i], m[i + 2], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+        u8x16 hi = SHUFFLE16(m[i], m[i + 2], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
         m[i] = lo;
         m[i + 2] = hi;
     }
     for (int i = 0; i < 16; ++i) {
         if (i & 1) continue;
-        u8x16 lo = __builtin_shufflevector(m[i], m[i + 1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
-        u8x16 hi = __builtin_shufflevector(m[i], m[i + 1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+        u8x16 lo = SHUFFLE16(m[i], m[i + 1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+        u8x16 hi = SHUFFLE16(m[i], m[i + 1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
         m[i] = lo;
         m[i + 1] = hi;
     }
@@ -229,20 +237,21 @@ static void hpass_rows(const struct hpass_args *a, int r0, int r1, uint8_t *t) {
     }
 }
 
-static void hpass_range(void *ctx, int r0, int r1) {
+static int hpass_range(void *ctx, int r0, int r1) {
     const struct hpass_args *a = (const struct hpass_args *)ctx;
     uint8_t *t = (uint8_t *)calloc((size_t)a->in_w * LANES + 16, 1);
-    if (!t) return;  // cannot happen for the sizes the Python side allows; output stays as allocated
+    if (!t) return 1;
     hpass_rows(a, r0, r1, t);
     free(t);
+    return 0;
 }
 
-void vf_hpass(const uint8_t *src, ptrdiff_t src_stride, int rows, int in_w, const int32_t *start,
+int vf_hpass(const uint8_t *src, ptrdiff_t src_stride, int rows, int in_w, const int32_t *start,
               const int32_t *weight, const int32_t *count, int ksize, int n, uint8_t *dst,
               ptrdiff_t dst_stride, int threads) {
     struct hpass_args a = {src, src_stride, rows, in_w, start, weight, count, ksize, n, dst, dst_stride};
     // 4 strips per chunk: enough work to amortise the transposition buffer
-    parallel_for(rows, 4 * STRIP, threads, hpass_range, &a);
+    return parallel_for(rows, 4 * STRIP, threads, hpass_range, &a);
 }
 
 // ---- vertical pass ------------------------------------------------------------------------------
@@ -258,7 +267,7 @@ struct vpass_args {
     int src_row0, dst_row0;  // nonzero when src / dst hold a band of rows (the fused resize)
 };
 
-static void vpass_range(void *ctx, int o0, int o1) {
+static int vpass_range(void *ctx, int o0, int o1) {
     const struct vpass_args *a = (const struct vpass_args *)ctx;
     for (int o = o0; o < o1; ++o) {
         const uint8_t *base = a->src + (ptrdiff_t)(a->start[o] - a->src_row0) * a->src_stride;
@@ -284,13 +293,14 @@ static void vpass_range(void *ctx, int o0, int o1) {
             d[j] = clip8(acc);
         }
     }
+    return 0;
 }
 
-void vf_vpass(const uint8_t *src, ptrdiff_t src_stride, int width, const int32_t *start, const int32_t *weight,
+int vf_vpass(const uint8_t *src, ptrdiff_t src_stride, int width, const int32_t *start, const int32_t *weight,
               const int32_t *count, int ksize, int n, uint8_t *dst, ptrdiff_t dst_stride, int threads) {
     struct vpass_args a = {src, src_stride, width, start, weight, count, ksize, dst, dst_stride, 0, 0};
     int grain = 1 + (1 << 16) / (width > 0 ? width : 1);  // ≥ 64 KiB of output per chunk
-    parallel_for(n, grain, threads, vpass_range, &a);
+    return parallel_for(n, grain, threads, vpass_range, &a);
 }
 
 // ---- both passes, a band of output rows at a time ----------------------------------------------
@@ -305,13 +315,13 @@ struct resize_args {
     int vertical_first;
 };
 
-static void resize_range(void *ctx, int o0, int o1) {
+static int resize_range(void *ctx, int o0, int o1) {
     const struct resize_args *a = (const struct resize_args *)ctx;
     struct hpass_args h = a->h;
     struct vpass_args v = a->v;
     uint8_t *t = (uint8_t *)calloc((size_t)h.in_w * LANES + 16, 1);
     uint8_t *mid = NULL;
-    if (!t) return;
+    if (!t) return 1;
     if (a->vertical_first) {  // mid: (o1 − o0, in_w, 3) interleaved rows, then horizontal into dst
         size_t row = (size_t)v.width;
         mid = (uint8_t *)malloc((o1 - o0) * row);
@@ -335,12 +345,14 @@ static void resize_range(void *ctx, int o0, int o1) {
             vpass_range(&v, o0, o1);
         }
     }
+    int failed = mid == NULL;
     free(mid);
     free(t);
+    return failed;
 }
 
 // src (in_h, in_w, 3) → dst (n_rows, 3, n_cols) planar; y*/x*: the vertical / horizontal tables.
-void vf_resize(const uint8_t *src, ptrdiff_t src_stride, int in_h, int in_w, const int32_t *ystart,
+int vf_resize(const uint8_t *src, ptrdiff_t src_stride, int in_h, int in_w, const int32_t *ystart,
                const int32_t *yweight, const int32_t *ycount, int ky, int n_rows, const int32_t *xstart,
                const int32_t *xweight, const int32_t *xcount, int kx, int n_cols, int vertical_first,
                uint8_t *dst, ptrdiff_t dst_stride, int threads) {
@@ -353,7 +365,7 @@ void vf_resize(const uint8_t *src, ptrdiff_t src_stride, int in_h, int in_w, con
     double per_out = vertical_first ? 1.0 : (double)in_h / (n_rows > 0 ? n_rows : 1);
     int band = (int)((1 << 19) / (per_out * width + 1.0));
     band = band < 8 ? 8 : band;
-    parallel_for(n_rows, band, threads, resize_range, &a);
+    return parallel_for(n_rows, band, threads, resize_range, &a);
 }
 
 // ---- normalised tile writes ---------------------------------------------------------------------
@@ -393,7 +405,7 @@ static void tile_row(const struct tile_args *a, float *d, int cy, int x0, int c)
     for (; x < n; ++x) o[x] = ((float)(s[x] * a->rescale) - a->mean[c]) / a->std[c];
 }
 
-static void tiles_range(void *ctx, int i0, int i1) {
+static int tiles_range(void *ctx, int i0, int i1) {
     const struct tile_args *a = (const struct tile_args *)ctx;
     for (int i = i0; i < i1; ++i) {  // i = (tile · 3 + channel) · h + row
         int y = i % a->h, c = (i / a->h) % 3, t = i / a->h / 3;
@@ -401,19 +413,20 @@ static void tiles_range(void *ctx, int i0, int i1) {
         float *d = a->out + (((size_t)tile[0] * 3 + c) * a->h + y) * a->w;
         tile_row(a, d, tile[1] + y, tile[2], c);
     }
+    return 0;
 }
 
-void vf_write_tiles(const uint8_t *vals, int vh, int vw, int vy, int vx, const int32_t *tiles, int ntiles,
+int vf_write_tiles(const uint8_t *vals, int vh, int vw, int vy, int vx, const int32_t *tiles, int ntiles,
                     int h, int w, float *out, double rescale, const float *mean, const float *std,
                     const float *fill, int threads) {
-    struct tile_args a = {vals, vh, vw, vy, vx, tiles, h, w, out, rescale};
+    struct tile_args a = {vals, vh, vw, vy, vx, tiles, h, w, out, rescale, {0}, {0}, {0}};
     for (int c = 0; c < 3; ++c) {
         a.mean[c] = mean[c];
         a.std[c] = std[c];
         a.fill[c] = fill[c];
     }
     int grain = 1 + (1 << 15) / (w > 0 ? w : 1);  // ≥ 128 KiB of output per chunk
-    parallel_for(ntiles * 3 * h, grain, threads, tiles_range, &a);
+    return parallel_for(ntiles * 3 * h, grain, threads, tiles_range, &a);
 }
 
 // ---- InternLM-XComposer2-4KHD's global view -----------------------------------------------------
@@ -461,7 +474,7 @@ static void view_hrow(const struct view_args *a, const int32_t *col, const float
     }
 }
 
-static void view_range(void *ctx, int y0, int y1) {
+static int view_range(void *ctx, int y0, int y1) {
     const struct view_args *a = (const struct view_args *)ctx;
     int t = a->t;
     float *h = (float *)malloc(sizeof(float) * 16 * (size_t)t);  // ≤ 4 tap rows × 3 channels + the (4, t) weights
@@ -469,7 +482,7 @@ static void view_range(void *ctx, int y0, int y1) {
     if (!h || !col) {
         free(h);
         free(col);
-        return;
+        return 1;
     }
     float *wx = h + 12 * t;
     int32_t *taps = col + 4 * t;
@@ -514,11 +527,12 @@ static void view_range(void *ctx, int y0, int y1) {
     }
     free(h);
     free(col);
+    return 0;
 }
 
-void vf_bicubic_view(const uint8_t *vals, int vh, int vw, int top, int left, const int32_t *iy, const float *wy,
+int vf_bicubic_view(const uint8_t *vals, int vh, int vw, int top, int left, const int32_t *iy, const float *wy,
                      const int32_t *ix, const float *wx, int t, const float *lut, const uint8_t *bg, float *out,
                      int threads) {
     struct view_args a = {vals, vh, vw, top, left, iy, ix, wy, wx, t, lut, bg, out};
-    parallel_for(t, 4, threads, view_range, &a);
+    return parallel_for(t, 4, threads, view_range, &a);
 }

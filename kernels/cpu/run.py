@@ -26,6 +26,13 @@ def library():
     return load()
 
 
+def _check(failed: int) -> None:
+    """The C functions return how many work chunks could not allocate their buffers."""
+    if failed:
+        raise MemoryError(f"the C preprocessing kernel ran out of memory in {failed} work chunk(s); "
+                          "the output is incomplete — free memory or set VLMFORGE_KERNEL_THREADS=1")
+
+
 def default_threads() -> int:
     """$VLMFORGE_KERNEL_THREADS, else the cores this process may run on (at most MAX_THREADS)."""
     env = os.environ.get("VLMFORGE_KERNEL_THREADS")
@@ -90,17 +97,17 @@ def hpass(src: np.ndarray, c: Coeffs, dst: np.ndarray, threads: int) -> None:
     lo, hi = _span(c, src.shape[1])
     start, weight, count = _tables(c, lo, hi)
     view = src[:, lo:hi]
-    library().vf_hpass(view.ctypes.data, src.strides[0], src.shape[0], hi - lo, start.ctypes.data,
+    _check(library().vf_hpass(view.ctypes.data, src.strides[0], src.shape[0], hi - lo, start.ctypes.data,
                        weight.ctypes.data, count.ctypes.data, c.ksize, len(start), dst.ctypes.data,
-                       dst.strides[0], threads)  # fmt: skip
+                       dst.strides[0], threads))  # fmt: skip
 
 
 def vpass(src: np.ndarray, c: Coeffs, dst: np.ndarray, threads: int) -> None:
     """dst (n, ...) ← vertical pass over src (H, ...); each row's bytes contiguous, row strides free."""
     start, weight, count = _tables(c, 0, src.shape[0])
     width = int(np.prod(src.shape[1:]))
-    library().vf_vpass(src.ctypes.data, src.strides[0], width, start.ctypes.data, weight.ctypes.data,
-                       count.ctypes.data, c.ksize, len(start), dst.ctypes.data, dst.strides[0], threads)  # fmt: skip
+    _check(library().vf_vpass(src.ctypes.data, src.strides[0], width, start.ctypes.data, weight.ctypes.data,
+                       count.ctypes.data, c.ksize, len(start), dst.ctypes.data, dst.strides[0], threads))  # fmt: skip
 
 
 def resize_hcw(image, height, width, resample, rows=None, cols=None, transposed=False, threads=None,
@@ -155,9 +162,9 @@ def _resize(image: np.ndarray, cv: Coeffs, ch: Coeffs, vertical_first: bool, out
     ys, yw, yc = _tables(cv, 0, image.shape[0])
     xs, xw, xc = _tables(ch, x0, x1)
     view = image[:, x0:x1]
-    library().vf_resize(view.ctypes.data, image.strides[0], image.shape[0], x1 - x0, ys.ctypes.data, yw.ctypes.data,
+    _check(library().vf_resize(view.ctypes.data, image.strides[0], image.shape[0], x1 - x0, ys.ctypes.data, yw.ctypes.data,
                         yc.ctypes.data, cv.ksize, len(ys), xs.ctypes.data, xw.ctypes.data, xc.ctypes.data, ch.ksize,
-                        len(xs), int(vertical_first), out.ctypes.data, out.strides[0], threads)  # fmt: skip
+                        len(xs), int(vertical_first), out.ctypes.data, out.strides[0], threads))  # fmt: skip
 
 
 def write_tiles(out: np.ndarray, tiles, vals: np.ndarray, vy: int, vx: int, spec, bg, threads=None) -> None:
@@ -174,9 +181,9 @@ def write_tiles(out: np.ndarray, tiles, vals: np.ndarray, vy: int, vx: int, spec
     lib = library()
 
     def run(target: np.ndarray, table: np.ndarray) -> None:
-        lib.vf_write_tiles(vals.ctypes.data, vals.shape[0], vals.shape[2], vy, vx, table.ctypes.data, len(table),
+        _check(lib.vf_write_tiles(vals.ctypes.data, vals.shape[0], vals.shape[2], vy, vx, table.ctypes.data, len(table),
                            h, w, target.ctypes.data, spec.rescale_factor, mean.ctypes.data, std.ctypes.data,
-                           fill.astype(np.float32).ctypes.data, threads)  # fmt: skip
+                           fill.astype(np.float32).ctypes.data, threads))  # fmt: skip
 
     table = np.array([[t.index, t.y0, t.x0, t.h, t.w] for t in tiles], dtype=np.int32).reshape(-1, 5)
     if out.dtype == np.float32 and out.flags.c_contiguous:
@@ -208,7 +215,7 @@ def global_view(vals: np.ndarray, offset, iy, wy, ix, wx, lut32: np.ndarray, bg,
     lut = np.ascontiguousarray(lut32, dtype=np.float32)
     bg = np.asarray(bg, dtype=np.uint8)
     out = np.empty((3, t, t), dtype=np.float32)
-    library().vf_bicubic_view(vals.ctypes.data, vals.shape[0], vals.shape[2], int(offset[0]), int(offset[1]),
+    _check(library().vf_bicubic_view(vals.ctypes.data, vals.shape[0], vals.shape[2], int(offset[0]), int(offset[1]),
                               iy.ctypes.data, wy.ctypes.data, ix.ctypes.data, wx.ctypes.data, t, lut.ctypes.data,
-                              bg.ctypes.data, out.ctypes.data, threads)  # fmt: skip
+                              bg.ctypes.data, out.ctypes.data, threads))  # fmt: skip
     return out
