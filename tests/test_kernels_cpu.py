@@ -120,7 +120,7 @@ def test_backend_choice_and_errors(monkeypatch, tmp_path):
 def test_compile_error_is_reported_and_nothing_half_written(monkeypatch, tmp_path):
     broken = tmp_path / "resample.c"
     broken.write_text("int f( {")
-    monkeypatch.setattr(build, "SOURCE", broken)
+    monkeypatch.setattr(build, "SOURCES", [broken, build.SOURCES[1]])
     monkeypatch.setenv("VLMFORGE_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(KernelBuildError, match="failed to compile resample.c"):
         build.build()
@@ -184,6 +184,6 @@ def test_portable_vector_paths_equal_numpy(monkeypatch, tmp_path, march):
 @pytest.mark.skipif(build.shutil.which("aarch64-linux-gnu-gcc") is None, reason="no aarch64 cross compiler")
 def test_compiles_for_jetson_orin(tmp_path):
     """Jetson AGX Orin's cores (Cortex-A78AE): the source compiles for NEON without warnings."""
-    res = build._compile("aarch64-linux-gnu-gcc", ["-O3", "-mcpu=cortex-a78ae", "-ffp-contract=off", "-Wall",
-                                                   "-Werror", "-c"], str(tmp_path / "resample.o"))  # fmt: skip
+    options = ["-O3", "-mcpu=cortex-a78ae", "-ffp-contract=off", "-Wall", "-Werror", "-shared", "-fPIC", "-pthread"]
+    res = build._compile("aarch64-linux-gnu-gcc", options, str(tmp_path / "resample.so"))
     assert res.returncode == 0, res.stderr

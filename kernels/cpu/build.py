@@ -1,4 +1,4 @@
-"""Compile ``resample.c`` with the machine's C compiler at first use and load it with ctypes.
+"""Compile ``resample.c`` + ``tiles.c`` (+ ``common.h``) with the machine's C compiler at first use and load it with ctypes.
 
 The library is built for the host CPU (``-march=native``: AVX-512 here, NEON on a Jetson) and
 cached per source, compiler, flags and CPU under ``$VLMFORGE_CACHE_DIR`` (default
@@ -18,7 +18,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("resample.c")
+HERE = Path(__file__).parent
+SOURCES = [HERE / "resample.c", HERE / "tiles.c"]
+HEADERS = [HERE / "common.h"]
 FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-strict-aliasing", "-shared", "-fPIC", "-pthread"]
 X86_FLAGS = ["-mprefer-vector-width=512"]  # use AVX-512 registers where the CPU has them (GCC defaults to 256)
 _P = ctypes.c_void_p
@@ -70,7 +72,8 @@ def flags() -> list[str]:
 
 def library_path(cc: str) -> Path:
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), cc.encode(), " ".join(flags()).encode(), _cpu_id().encode()):
+    parts = [f.read_bytes() for f in SOURCES + HEADERS] + [cc.encode(), " ".join(flags()).encode(), _cpu_id().encode()]
+    for part in parts:
         key.update(part)
     return cache_dir() / f"vlmforge_resample_{key.hexdigest()[:16]}{'.dll' if os.name == 'nt' else '.so'}"
 
@@ -92,7 +95,8 @@ def build() -> Path:
         if res.returncode != 0:  # a compiler that rejects -march=native: the portable build
             portable = [f for f in flags() if f.startswith(("-O", "-f", "-shared", "-pthread"))]
             if _compile(cc, portable, tmp).returncode != 0:
-                raise KernelBuildError(f"{cc} failed to compile {SOURCE.name}:\n{res.stderr.strip()}")
+                names = " + ".join(f.name for f in SOURCES)
+                raise KernelBuildError(f"{cc} failed to compile {names}:\n{res.stderr.strip()}")
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -102,7 +106,8 @@ def build() -> Path:
 
 def _compile(cc: str, options: list[str], out: str) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([cc, *options, str(SOURCE), "-o", out], capture_output=True, text=True, timeout=300)
+        cmd = [cc, *options, *(str(f) for f in SOURCES), "-o", out]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise KernelBuildError(f"running {cc} failed: {e}") from e
 
