@@ -141,6 +141,11 @@ def run_placement(image: np.ndarray, pl: Placement, spec: PreprocessSpec, out: n
 
         write_tiles(out, pl.tiles, vals, vy, vx, spec, bg)
         return vals
+    if backend == "c":  # Fuyu patches: one tile
+        from .cpu.run import write_patches
+
+        write_patches(out, pl.tiles[0], vals, vy, vx, normalise_lut(spec, np.float32), bg, pl.patch)
+        return vals
     for tile in pl.tiles:
         if pl.layout == "patches":
             _write_patches(out, tile, vals, vy, vx, lut, bg, pl.patch)

@@ -42,6 +42,9 @@ def test_c_kernel_equals_numpy(name, dtype):
         got, layout = tile_and_patchify(img, spec, dtype, backend="c")
         assert layout == ref_layout
         assert got.dtype == ref.dtype and np.array_equal(got, ref), (name, h, w)
+    flipped = random_image(333, 777, seed=6)[::-1, ::-1]  # negative strides: read in place or copied, never misread
+    assert np.array_equal(tile_and_patchify(flipped, spec, dtype, backend="c")[0],
+                          tile_and_patchify(flipped, spec, dtype, backend="numpy")[0])
 
 
 @pytest.mark.parametrize("resample", ["bicubic", "bilinear", "lanczos", "box"])

@@ -32,6 +32,7 @@ SIGNATURES = {
     "vf_resize": [_P, _L, _I, _I, _P, _P, _P, _I, _I, _P, _P, _P, _I, _I, _I, _P, _L, _I],
     "vf_write_tiles": [_P, _I, _I, _I, _I, _P, _I, _I, _I, _P, ctypes.c_double, _P, _P, _P, _I],
     "vf_bicubic_view": [_P, _I, _I, _I, _I, _P, _P, _P, _P, _I, _P, _P, _P, _I],
+    "vf_write_patches": [_P, _L, _L, _L, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P, _P, _I],
 }
 
 

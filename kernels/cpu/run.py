@@ -219,3 +219,22 @@ def global_view(vals: np.ndarray, offset, iy, wy, ix, wx, lut32: np.ndarray, bg,
                               iy.ctypes.data, wy.ctypes.data, ix.ctypes.data, wx.ctypes.data, t, lut.ctypes.data,
                               bg.ctypes.data, out.ctypes.data, threads))  # fmt: skip
     return out
+
+
+def write_patches(out: np.ndarray, tile, vals: np.ndarray, vy: int, vx: int, lut32: np.ndarray, bg, p: int,
+                  threads=None) -> None:
+    """``plan._write_patches`` in C: out (rows·cols, p·p·3) ← the canvas window ``tile`` cut into p×p
+    patches, each flattened (y, x, c). ``vals`` (n, 3, m) uint8 at canvas (vy, vx) is read through its
+    strides (an identity resize hands over the interleaved image itself); ``lut32`` (3, 256) float32.
+    A float16 ``out`` is written in float32 first and rounded by NumPy."""
+    threads = default_threads() if threads is None else threads
+    rows, cols = tile.h // p, tile.w // p
+    lut = np.ascontiguousarray(lut32, dtype=np.float32)
+    fill = lut[np.arange(3), np.asarray(bg, dtype=np.int64)].copy()
+    target = out if out.dtype == np.float32 and out.flags.c_contiguous else np.empty(out.shape, dtype=np.float32)
+    rs, cs, ps = vals.strides
+    _check(library().vf_write_patches(vals.ctypes.data, rs, cs, ps, vals.shape[0], vals.shape[2], vy, vx, tile.y0,
+                                      tile.x0, rows, cols, p, lut.ctypes.data, fill.ctypes.data, target.ctypes.data,
+                                      threads))  # fmt: skip
+    if target is not out:
+        out[...] = target

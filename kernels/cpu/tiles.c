@@ -173,3 +173,45 @@ int vf_bicubic_view(const uint8_t *vals, int vh, int vw, int top, int left, cons
     struct view_args a = {vals, vh, vw, top, left, iy, ix, wy, wx, t, lut, bg, out};
     return parallel_for(t, 4, threads, view_range, &a);
 }
+
+// ---- Fuyu's patch sequence ----------------------------------------------------------------------
+
+struct patch_args {
+    const uint8_t *vals;     // resized window at canvas (vy, vx): element (row, c, x) at row·rs + c·cs + x·ps
+    ptrdiff_t rs, cs, ps;    // (planar (n, 3, m) or an interleaved image's (h, w, 3) read in place)
+    int vh, vw, vy, vx;
+    int y0, x0, cols, p;     // the tile's canvas origin, patches per row, patch side
+    const float *lut;        // (3, 256) float32: the exact normalisation table
+    const float *fill;       // (3,) normalised background
+    float *out;              // (rows · cols, p · p · 3) float32, each patch flattened (y, x, c)
+};
+
+// Canvas rows [r0, r1) of the tile: row y is row y % p of every patch in patch row y / p.
+static int patches_range(void *ctx, int r0, int r1) {
+    const struct patch_args *a = (const struct patch_args *)ctx;
+    for (int y = r0; y < r1; ++y) {
+        int cy = a->y0 + y - a->vy;  // row in vals
+        const uint8_t *row = cy >= 0 && cy < a->vh ? a->vals + cy * a->rs : NULL;
+        for (int pc = 0; pc < a->cols; ++pc) {
+            float *d = a->out + (((size_t)(y / a->p) * a->cols + pc) * a->p + y % a->p) * a->p * 3;
+            for (int j = 0; j < a->p; ++j, d += 3) {
+                int cx = a->x0 + pc * a->p + j - a->vx;  // column in vals
+                if (row && cx >= 0 && cx < a->vw) {
+                    const uint8_t *s = row + cx * a->ps;
+                    d[0] = a->lut[s[0]], d[1] = a->lut[256 + s[a->cs]], d[2] = a->lut[512 + s[2 * a->cs]];
+                } else {
+                    d[0] = a->fill[0], d[1] = a->fill[1], d[2] = a->fill[2];
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+int vf_write_patches(const uint8_t *vals, ptrdiff_t rs, ptrdiff_t cs, ptrdiff_t ps, int vh, int vw, int vy, int vx,
+                     int y0, int x0, int rows, int cols, int p, const float *lut, const float *fill, float *out,
+                     int threads) {
+    struct patch_args a = {vals, rs, cs, ps, vh, vw, vy, vx, y0, x0, cols, p, lut, fill, out};
+    int grain = 1 + (1 << 15) / (cols * p > 0 ? cols * p * 3 : 1);  // ≥ 128 KiB of output per chunk
+    return parallel_for(rows * p, grain, threads, patches_range, &a);
+}
