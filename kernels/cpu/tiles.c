@@ -122,58 +122,71 @@ static void view_hrow(const struct view_args *a, const int32_t *col, const float
     }
 }
 
-static int view_range(void *ctx, int y0, int y1) {
-    const struct view_args *a = (const struct view_args *)ctx;
-    int t = a->t;
-    float *h = (float *)malloc(sizeof(float) * 16 * (size_t)t);  // ≤ 4 tap rows × 3 channels + the (4, t) weights
-    int32_t *col = (int32_t *)malloc(sizeof(int32_t) * 5 * (size_t)t);
-    if (!h || !col) {
-        free(h);
-        free(col);
-        return 1;
-    }
-    float *wx = h + 12 * t;
-    int32_t *taps = col + 4 * t;
-    for (int x = 0; x < t; ++x) {  // (t, 4) → (4, t), the nonzero taps first, in their order
+// (t, 4) tap tables → (4, t), the nonzero taps first, in their order; returns whether every output
+// has 4 taps inside the picture (view_hrow's branch-free case).
+static int view_taps(const struct view_args *a, int32_t *col, float *wx, int32_t *taps) {
+    int t = a->t, dense = 1;
+    for (int x = 0; x < t; ++x) {
         int n = 0;
         for (int j = 0; j < 4; ++j) {
             if (a->wx[4 * x + j] == 0.0f) continue;
             int cx = a->ix[4 * x + j] - a->left;
             col[n * t + x] = cx >= 0 && cx < a->vw ? cx : -1;
             wx[n * t + x] = a->wx[4 * x + j];
+            dense &= col[n * t + x] >= 0;
             ++n;
         }
         taps[x] = n;
+        dense &= n == 4;
     }
-    int dense = 1;
-    for (int k = 0; k < t; ++k) dense &= taps[k] == 4 && col[k] >= 0 && col[t + k] >= 0 && col[2 * t + k] >= 0 && col[3 * t + k] >= 0;
+    return dense;
+}
+
+// o[x] = Σ_k h[k·t + x] · w[k] over the n tap rows, summed in torch's order.
+static void view_combine(const float *h, const float *w, int n, int t, float *o) {
+    if (n == 1) {
+        for (int x = 0; x < t; ++x) o[x] = h[x] * w[0];
+    } else if (n == 4) {
+        for (int x = 0; x < t; ++x) o[x] = ((h[x] * w[0] + h[t + x] * w[1]) + h[2 * t + x] * w[2]) + h[3 * t + x] * w[3];
+    } else {
+        for (int x = 0; x < t; ++x) {
+            float v = n ? h[x] * w[0] : 0.0f;
+            for (int k = 1; k < n; ++k) v = v + h[k * t + x] * w[k];
+            o[x] = v;
+        }
+    }
+}
+
+static int view_range(void *ctx, int y0, int y1) {
+    const struct view_args *a = (const struct view_args *)ctx;
+    int t = a->t;
+    // h: (3, 4, t) tap rows; then the (4, t) weights and the (3, t) padding row, computed once
+    float *h = (float *)malloc(sizeof(float) * 19 * (size_t)t);
+    int32_t *col = (int32_t *)malloc(sizeof(int32_t) * 5 * (size_t)t);
+    if (!h || !col) {
+        free(h);
+        free(col);
+        return 1;
+    }
+    float *wx = h + 12 * t, *pad = h + 16 * t;
+    int32_t *taps = col + 4 * t;
+    int dense = view_taps(a, col, wx, taps), have_pad = 0;
     for (int y = y0; y < y1; ++y) {
         const float *wy = a->wy + 4 * y;
         int n = 0;
         float w[4];
-        for (int k = 0; k < 4; ++k) {  // h: (3, n, t), the rows of nonzero weight only
+        for (int k = 0; k < 4; ++k) {  // the rows of nonzero weight only
             if (wy[k] == 0.0f) continue;
-            view_hrow(a, col, wx, taps, dense, a->iy[4 * y + k], h + n * t, 4 * t);
+            int row = a->iy[4 * y + k], r = row - a->top;
+            if (r >= 0 && r < a->vh) {
+                view_hrow(a, col, wx, taps, dense, row, h + n * t, 4 * t);
+            } else {  // canvas padding: every padding row is the same
+                if (!have_pad) view_hrow(a, col, wx, taps, dense, row, pad, t), have_pad = 1;
+                for (int c = 0; c < 3; ++c) memcpy(h + (4 * c + n) * t, pad + c * t, sizeof(float) * t);
+            }
             w[n++] = wy[k];
         }
-        for (int c = 0; c < 3; ++c) {
-            const float *hc = h + 4 * t * c;
-            float *o = a->out + ((size_t)c * t + y) * t;
-            if (n == 0) {
-                for (int x = 0; x < t; ++x) o[x] = 0.0f;
-            } else if (n == 1) {
-                for (int x = 0; x < t; ++x) o[x] = hc[x] * w[0];
-            } else if (n == 4) {
-                for (int x = 0; x < t; ++x)
-                    o[x] = ((hc[x] * w[0] + hc[t + x] * w[1]) + hc[2 * t + x] * w[2]) + hc[3 * t + x] * w[3];
-            } else {
-                for (int x = 0; x < t; ++x) {
-                    float v = hc[x] * w[0];
-                    for (int k = 1; k < n; ++k) v = v + hc[k * t + x] * w[k];
-                    o[x] = v;
-                }
-            }
-        }
+        for (int c = 0; c < 3; ++c) view_combine(h + 4 * t * c, w, n, t, a->out + ((size_t)c * t + y) * t);
     }
     free(h);
     free(col);
