@@ -113,8 +113,17 @@ only 0.54 in that run); with stage 1 also teaching each base-view patch whether 
 leftmost / rightmost / highest / lowest (recalled on 0.87 of those patches), 0.40 after 2000 steps;
 with those labels on every patch of every tile, as "largest" is taught (recalled on 0.72), 0.28
 after 2000 steps while shape binding reached 0.86; with the grounding turns added, 0.18 after 1000
-steps. So the language model orders its own caption from left to right, yet answers no question
-about position — in any wording tried here, at these sizes and step budgets.
+steps. Nor did answers that scan first (hue-drift pictures, 3000 steps, 100 test questions): "Is the
+cross left of the star?" answered by naming the shapes along the axis, left to right or top to
+bottom, up to the first of the two, then yes or no ("circle cross yes"). The first of the two was
+named right on 0.93 of the questions, but the yes/no — which must flip for "right of" and "below" —
+on 0.53: 0.39 exact (naming only the shapes clearly before it: 0.86, 0.49, 0.37). Scanning from the
+side the relation names instead, so that yes means the subject comes first: the yes/no then always
+followed the scan, but scans from the right or from the bottom, which no caption shows, found the
+first shape on 0.52: 0.42 exact (0.40 with three relation questions per picture). Shape binding
+stayed near 0.5 in these four runs. So the language model orders its own caption from left to
+right, yet answers no question about position — in any wording tried here, at these sizes and step
+budgets.
 
 Measured by `python -m vlmforge.examples.model_card`.
 """
