@@ -46,35 +46,24 @@ static void transpose_strip(const uint8_t *src, ptrdiff_t stride, int rows, int 
 
 // In-register transpose of a 16 × 16 byte block (rows m[0..15] → columns), by swapping the
 // off-diagonal b × b blocks of the row pairs (i, i + b) for b = 8, 4, 2, 1: 64 two-input shuffles.
+// LO / HI: the (constant) byte indices of the pair's new rows i and i + b.
+#define INDICES(...) __VA_ARGS__
+#define SWAP_BLOCKS(b, LO, HI)                                    \
+    for (int i = 0; i < 16; ++i) {                                \
+        if (i & (b)) continue;                                    \
+        u8x16 lo = SHUFFLE16(m[i], m[i + (b)], INDICES LO);       \
+        u8x16 hi = SHUFFLE16(m[i], m[i + (b)], INDICES HI);       \
+        m[i] = lo, m[i + (b)] = hi;                               \
+    }
 static inline void transpose16(u8x16 m[16]) {
-    for (int i = 0; i < 16; ++i) {
-        if (i & 8) continue;
-        u8x16 lo = SHUFFLE16(m[i], m[i + 8], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
-        u8x16 hi = SHUFFLE16(m[i], m[i + 8], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-        m[i] = lo;
-        m[i + 8] = hi;
-    }
-    for (int i = 0; i < 16; ++i) {
-        if (i & 4) continue;
-        u8x16 lo = SHUFFLE16(m[i], m[i + 4], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
-        u8x16 hi = SHUFFLE16(m[i], m[i + 4], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-        m[i] = lo;
-        m[i + 4] = hi;
-    }
-    for (int i = 0; i < 16; ++i) {
-        if (i & 2) continue;
-        u8x16 lo = SHUFFLE16(m[i], m[i + 2], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
-        u8x16 hi = SHUFFLE16(m[i], m[i + 2], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
-        m[i] = lo;
-        m[i + 2] = hi;
-    }
-    for (int i = 0; i < 16; ++i) {
-        if (i & 1) continue;
-        u8x16 lo = SHUFFLE16(m[i], m[i + 1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
-        u8x16 hi = SHUFFLE16(m[i], m[i + 1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-        m[i] = lo;
-        m[i + 1] = hi;
-    }
+    SWAP_BLOCKS(8, (0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23),
+                (8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31))
+    SWAP_BLOCKS(4, (0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27),
+                (4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31))
+    SWAP_BLOCKS(2, (0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29),
+                (2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31))
+    SWAP_BLOCKS(1, (0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30),
+                (1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31))
 }
 
 // The 48 clipped lanes of output column o: 16 rows × 3 channels.
