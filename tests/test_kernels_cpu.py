@@ -130,6 +130,17 @@ def test_compile_error_is_reported_and_nothing_half_written(monkeypatch, tmp_pat
     assert list((tmp_path / "cache" / "kernels").iterdir()) == []  # the temporary file is removed
 
 
+def test_unwritable_cache_falls_back_to_the_temp_folder(monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("VLMFORGE_CACHE_DIR", str(blocker / "cache"))  # under a file: mkdir fails
+    monkeypatch.setattr(build.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    path = build.build()
+    assert path.parent == tmp_path / "tmp" / f"vlmforge-{build.os.getuid()}" / "kernels" and path.exists()
+    assert build.build() == path  # found there next time, not rebuilt
+
+
 def test_thread_setting(monkeypatch):
     from vlmforge.kernels.cpu.run import default_threads
 

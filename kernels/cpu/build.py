@@ -86,11 +86,10 @@ def build() -> Path:
         raise KernelBuildError("no C compiler found (set CC, or install gcc: apt install gcc); "
                                "or use the NumPy kernel: backend='numpy' / VLMFORGE_CPU_KERNEL=numpy")
     path = library_path(cc)
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".so.tmp")
-    os.close(fd)
+    for cached in (path, _fallback_dir() / path.name):
+        if cached.exists():
+            return cached
+    path, tmp = _temporary_beside(path)
     try:
         res = _compile(cc, flags(), tmp)
         if res.returncode != 0:  # a compiler that rejects -march=native: the portable build
@@ -103,6 +102,26 @@ def build() -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _fallback_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"vlmforge-{os.getuid() if hasattr(os, 'getuid') else 0}" / "kernels"
+
+
+def _temporary_beside(path: Path) -> tuple[Path, str]:
+    """(where the library goes, a temporary file in the same folder to compile into). A cache folder
+    that cannot be written (a read-only home in a container) falls back to the system's temp folder."""
+    fallback = _fallback_dir()
+    for folder in (path.parent, fallback):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".so.tmp")
+        except OSError:
+            continue
+        os.close(fd)
+        return folder / path.name, tmp
+    raise KernelBuildError(f"cannot write the compiled kernel to {path.parent} nor {fallback}; "
+                           "set VLMFORGE_CACHE_DIR to a writable folder")
 
 
 def _compile(cc: str, options: list[str], out: str) -> subprocess.CompletedProcess:
