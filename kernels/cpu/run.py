@@ -1,10 +1,12 @@
 """The C kernel's side of ``kernels/plan.py``: the same geometry, the same Pillow-exact bytes.
 
-``resize_hcw`` and ``write_tiles`` replace the NumPy ``resize_hcw`` and ``_write_chw`` when the
-compiled library is available; everything else (placements, the HD global view, Fuyu patches)
-is shared with the NumPy reference. Working buffers are NumPy arrays (so ``tracemalloc`` counts
-them in benchmarks/bench_kernels.py), except each thread's 48-lane transposition strip
-(input width × 48 bytes, freed at the end of the pass).
+``resize_hcw``, ``write_tiles``, ``global_view`` and ``write_patches`` replace their NumPy
+counterparts (``resample.resize_hcw``, ``plan._write_chw``, ``hd.global_view``,
+``plan._write_patches``) when the compiled library is available; the placements — what goes
+where — stay the NumPy modules'. Outputs and the resized window are NumPy arrays (so
+``tracemalloc`` counts them in benchmarks/bench_kernels.py); each C thread also holds, while a
+pass runs, its transposition strip (input width × 48 bytes) and one band of intermediate rows
+(≤ ~512 KiB).
 """
 
 from __future__ import annotations
