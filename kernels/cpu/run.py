@@ -17,6 +17,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..plan import normalise_lut
 from ..resample import Coeffs, identity_coeffs, pillow_vertical_first, precompute_coeffs
 from .build import load
 
@@ -179,13 +180,13 @@ def write_tiles(out: np.ndarray, tiles, vals: np.ndarray, vy: int, vx: int, spec
         raise ValueError(f"tiles {[(t.h, t.w) for t in tiles]} do not all match the output's {h}×{w}")
     vals = np.ascontiguousarray(vals)
     mean, std = _norm(spec)
-    fill = ((np.asarray(bg, dtype=np.float64) * spec.rescale_factor).astype(np.float32) - mean) / std
+    fill = np.ascontiguousarray(normalise_lut(spec, np.float32)[np.arange(3), np.asarray(bg, dtype=np.int64)])
     lib = library()
 
     def run(target: np.ndarray, table: np.ndarray) -> None:
         _check(lib.vf_write_tiles(vals.ctypes.data, vals.shape[0], vals.shape[2], vy, vx, table.ctypes.data, len(table),
                            h, w, target.ctypes.data, spec.rescale_factor, mean.ctypes.data, std.ctypes.data,
-                           fill.astype(np.float32).ctypes.data, threads))  # fmt: skip
+                           fill.ctypes.data, threads))  # fmt: skip
 
     table = np.array([[t.index, t.y0, t.x0, t.h, t.w] for t in tiles], dtype=np.int32).reshape(-1, 5)
     if out.dtype == np.float32 and out.flags.c_contiguous:
