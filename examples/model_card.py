@@ -132,7 +132,7 @@ question: asking for a single shape, "What color is the leftmost / rightmost / t
 where one shape's box lies beyond every other by at least 5% of the picture (so the gap survives the 48 px base
 view), with stage 1 flagging the base-view patches of each side's extreme shape (weight 1.0) — the look-up that
 "Which shape is the largest?" already makes. Validation (250 questions) after the unchanged 1500 + 3000 steps:
-seed 2 all 0.916, relation 0.68 (colour 0.94, shape 1.0, count 0.98, largest 0.98; 29 min); seed 0 0.888,
+seed 2 all 0.916, relation 0.68 (colour 0.94, shape 1.0, count 0.98, largest 0.98; 32 min); seed 0 0.888,
 relation 0.54; without the margin 0.924, relation 0.72; with 2000 + 3800 steps (over 40 min) relation 0.82 to
 0.86 but "Which shape is red?" never learned (0.46; without the margin neither binding question did, relation
 0.20). On the 500 test questions with transformers (`python -m vlmforge.examples.hf_eval --model DIR`), the
