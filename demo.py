@@ -12,9 +12,9 @@ import tempfile
 from pathlib import Path
 
 # (test-split index, question types to ask): held-out pictures with one to four shapes, every question type.
-# Chosen so that every answer shown is right: relation questions are at chance for this model (MODEL_CARD.md),
-# and the demo prints the measured accuracy next to its tally.
-DEMO_PICTURES = ((3, ("color", "count")), (5, ("relation", "largest")), (8, ("shape", "count")), (6, ("color", "relation")))
+# Chosen so that every answer shown is right: this model answers 67% of the spatial questions and 90% of all
+# (MODEL_CARD.md), and the demo prints the measured accuracy next to its tally.
+DEMO_PICTURES = ((3, ("color", "count")), (5, ("relation", "largest")), (8, ("shape", "count")), (12, ("color", "relation")))
 PROFILE_RUNS = 5
 
 

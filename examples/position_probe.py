@@ -5,9 +5,11 @@ tell the shapes' order; near 1.0 it reads it.
 
     python -m vlmforge.examples.position_probe [--model examples/default_model] [--n 120]
 
-Measured (--n 120): the committed checkpoint 0.550 (66/120); the same recipe trained on pictures
-whose backgrounds drift in hue with position 0.942 (113/120) — yet its relation questions stayed at
-chance (MODEL_CARD.md, "Known limitation").
+Measured (--n 120): the committed checkpoint 0.558 (67/120) — its captions do not follow the order,
+though it answers "What color is the leftmost shape?" at 0.67, reading a flag stage 1 put on the
+base view; the previous checkpoint 0.550; the same recipe trained on pictures whose backgrounds
+drift in hue with position 0.942 (113/120) — yet its pairwise relation questions stayed at chance
+(MODEL_CARD.md, "Known limitation").
 """
 
 from __future__ import annotations
