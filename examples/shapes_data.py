@@ -11,8 +11,8 @@ tiling picks different grids (1×2, 2×1, 2×2 with 48 px tiles).
 
 Questions: the colour of a named shape, which shape has a colour, how many shapes, the largest
 shape, and left/right/above/below as "What color is the leftmost / rightmost / topmost /
-bottommost shape?" — asked only where one shape's box lies wholly beyond every other box on that
-side, so no answer is a judgement call. (Until the model could answer them, the spatial questions
+bottommost shape?" — asked only where one shape's box lies beyond every other box on that side by
+at least EXTREME_MARGIN of the picture, so no answer is a judgement call. (Until the model could answer them, the spatial questions
 were pairwise yes/no — "Is the cross left of the star?" — and every measured attempt at those
 stayed at chance: the default model's MODEL_CARD.md, "Known limitation".)
 """
@@ -25,8 +25,8 @@ import numpy as np
 
 from .shapes_scene import COLORS, SHAPES, Shape, draw_scene, sample_scene
 
-__all__ = ["BANDS", "COLORS", "DESCRIBE", "QUESTION_TYPES", "SHAPES", "SPLITS", "Question", "Sample", "all_texts", "describe", "locate", "make_sample",
-           "prompt_for", "split_samples"]
+__all__ = ["BANDS", "COLORS", "DESCRIBE", "EXTREMES", "QUESTION_TYPES", "SHAPES", "SPLITS", "Question", "Sample", "all_texts", "describe",
+           "extremes", "locate", "make_sample", "prompt_for", "split_samples"]
 
 QUESTION_TYPES = ("color", "shape", "count", "relation", "largest")
 # disjoint seed ranges: a sample's split is fixed by its seed alone
