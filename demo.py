@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 
 # (test-split index, question types to ask): held-out pictures with one to four shapes, every question type.
-# Chosen so that every answer shown is right: this model answers 67% of the spatial questions and 90% of all
-# (MODEL_CARD.md), and the demo prints the measured accuracy next to its tally.
+# This model answers every question about test pictures 0-12 right (picture 13's count is its first miss) and
+# 96.6% of the 500 test questions (MODEL_CARD.md); the demo prints that measured accuracy next to its tally.
 DEMO_PICTURES = ((3, ("color", "count")), (5, ("relation", "largest")), (8, ("shape", "count")), (12, ("color", "relation")))
 PROFILE_RUNS = 5
 

@@ -17,8 +17,8 @@ from .shapes_data import all_texts
 
 @dataclass(frozen=True)
 class Recipe:
-    seed: int = 2  # the best of the seeds measured, by validation (MODEL_CARD.md): 0 0.888, 2 0.916, 3 0.832, 4 0.912
-    vision_steps: int = 1500  # stage 1: the vision tower alone, dense patch labels (vision_pretrain.py)
+    seed: int = 4  # by validation (MODEL_CARD.md): seed 4 0.976, seed 2 0.904 (shape binding not learned in time)
+    vision_steps: int = 2000  # stage 1: the vision tower alone, dense patch labels (vision_pretrain.py)
     vision_warmup_steps: int = 50
     # stage 1 option, off: each patch also names its column and row band of the picture (of this many). Meant for
     # left/right/above/below; measured, it did not help them (validation relation 0.54 at weight 0.2, as without)
@@ -31,7 +31,7 @@ class Recipe:
     # stage 1 option, off: every base-view patch also learns the colour of each side's extreme shape
     # (vision_pretrain.layout_targets), through the tower's last layout_layers layers only. Learned on 0.85 of
     # slots (0.99 through the whole tower, which slowed the kind labels to 0.48), but after stage 2 relation was
-    # 0.72 and "What color is the star?" 0.58: all 0.848 against 0.916 without it (MODEL_CARD.md, "Known limitation")
+    # 0.72 and "What color is the star?" 0.58: all 0.848 against 0.916 without it (MODEL_CARD.md)
     layout_weight: float = 0.0
     layout_layers: int = 1
     vision_batch_size: int = 32
@@ -39,6 +39,15 @@ class Recipe:
     batch_size: int = 16  # small batches: more updates for the same pictures (what limits learning here)
     turns: int = 8  # questions per picture, as a multi-turn conversation (the first is the eval format)
     describe: int = 1  # 1: end each conversation with a caption turn (every shape, left to right)
+    # 1: odd seeds' captions read "the star is orange, the circle is red" (shapes_data.describe(kind_first)):
+    # colour read off a named shape, as "What color is the star?" asks; even seeds keep "orange star, red circle"
+    kind_first: int = 1
+    # 1: after its questions, each conversation also asks the colour of the extreme shape on every other side
+    # that has one (shapes_data.other_sides): 2-4 spatial look-ups per picture instead of at most one
+    all_sides: int = 1
+    # 1: training pictures are drawn as the evaluation draws them, each with a question type first, the types in
+    # turn (relation and largest scenes then have 2+ shapes); 0: every picture 1-4 shapes, questions in seeded order
+    first_types: int = 1
     # option, off: grounding turns ("Which column is the star in?", shapes_data.locate) after the questions.
     # Measured at 2 (vocab 400): the LM answered them at 0.41 (4 bands, chance 0.25) after 3000 steps, relation
     # stayed at chance (0.56) and overall validation ended at 0.824 against 0.896 without them
@@ -73,7 +82,7 @@ class Recipe:
 
 def build_tokenizer(recipe: Recipe):
     """Byte-level BPE trained on every question and answer of the task; ``<image>`` is special."""
-    texts = all_texts(grounding=recipe.locate > 0)
+    texts = all_texts(grounding=recipe.locate > 0, kind_first=recipe.kind_first > 0)
     tokenizer = train_tokenizer(recipe.vocab_size, corpus=texts)
     for text in texts:  # the vocabulary must hold every answer word whole: one token + EOS
         if text.startswith(" ") and "," not in text and len(tokenizer(text, add_special_tokens=False)["input_ids"]) != 1:

@@ -14,7 +14,7 @@ shape, and left/right/above/below as "What color is the leftmost / rightmost / t
 bottommost shape?" — asked only where one shape's box lies beyond every other box on that side by
 at least EXTREME_MARGIN of the picture, so no answer is a judgement call. (Until the model could answer them, the spatial questions
 were pairwise yes/no — "Is the cross left of the star?" — and every measured attempt at those
-stayed at chance: the default model's MODEL_CARD.md, "Known limitation".)
+stayed at chance: the default model's MODEL_CARD.md.)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import numpy as np
 from .shapes_scene import COLORS, SHAPES, Shape, draw_scene, sample_scene
 
 __all__ = ["BANDS", "COLORS", "DESCRIBE", "EXTREMES", "QUESTION_TYPES", "SHAPES", "SPLITS", "Question", "Sample", "all_texts", "describe",
-           "extremes", "locate", "make_sample", "prompt_for", "split_samples"]
+           "extremes", "locate", "make_sample", "other_sides", "prompt_for", "split_samples"]
 
 QUESTION_TYPES = ("color", "shape", "count", "relation", "largest")
 # disjoint seed ranges: a sample's split is fixed by its seed alone
@@ -126,10 +126,24 @@ def extremes(shapes, hw: tuple[int, int]) -> dict[str, Shape]:
     return out
 
 
-def describe(sample: Sample) -> Question:
-    """The caption turn: every shape as "colour kind", left to right (a training-only target)."""
+def describe(sample: Sample, kind_first: bool = False) -> Question:
+    """The caption turn: every shape as "colour kind", left to right (a training-only target); with
+    ``kind_first`` as "the kind is colour" — each colour then read off its named shape, as "What color
+    is the star?" asks (the plain form reads each kind off its named colour, as "Which shape is red?")."""
     shapes = sorted(sample.shapes, key=lambda s: s.x0 + s.x1)
-    return Question("describe", DESCRIBE, ", ".join(f"{s.color} {s.kind}" for s in shapes))
+    parts = [f"the {s.kind} is {s.color}" if kind_first else f"{s.color} {s.kind}" for s in shapes]
+    return Question("describe", DESCRIBE, ", ".join(parts))
+
+
+def other_sides(sample: Sample, asked: list[Question]) -> list[Question]:
+    """Training-only turns: "What color is the <side> shape?" for every side ``extremes`` finds that
+    ``asked`` does not already ask, in a seeded order (a stream of its own: the sample stays as it is)."""
+    beyond = extremes(sample.shapes, sample.image.shape[:2])
+    done = {q.text for q in asked}
+    out = [Question("relation", f"What color is the {w} shape?", s.color) for w, s in beyond.items()]
+    out = [q for q in out if q.text not in done]
+    order = np.random.default_rng([sample.seed, 11]).permutation(len(out))
+    return [out[int(i)] for i in order]
 
 
 BANDS = 4  # locate(): the picture cut into this many equal columns / rows
@@ -153,13 +167,14 @@ def locate(sample: Sample, n: int) -> list[Question]:
     return out
 
 
-def all_texts(grounding: bool = False) -> list[str]:
+def all_texts(grounding: bool = False, kind_first: bool = False) -> list[str]:
     """Every question and answer the task can produce, each once (the tokenizer's training text);
-    ``grounding`` adds locate()'s questions."""
+    ``grounding`` adds locate()'s questions, ``kind_first`` the "the star is orange" captions."""
     texts = ["How many shapes are there?", "Which shape is the largest?", DESCRIBE]
     texts += [f"What color is the {s}?" for s in SHAPES] + [f"Which shape is {c}?" for c in COLORS]
     texts += [f"What color is the {word} shape?" for word in EXTREMES]
     texts += [f"Which {axis} is the {s} in?" for s in SHAPES for axis in ("column", "row")] if grounding else []
     answers = list(COLORS) + list(SHAPES) + ["1", "2", "3", "4", "yes", "no"]  # yes / no: the tokenizer the checkpoint was trained with
     captions = [f" {c} {s}, {c} {s}" for c in COLORS for s in SHAPES]
+    captions += [f" the {s} is {c}, the {s} is {c}" for c in COLORS for s in SHAPES] if kind_first else []
     return [prompt_for(t) for t in texts] + [f" {a}" for a in answers] + captions

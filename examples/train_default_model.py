@@ -3,9 +3,10 @@
     python -m vlmforge.examples.train_default_model --out examples/default_model
 
 Stage 1 (``vision_pretrain.py``) trains the vision tower alone to name the shape under every patch;
-stage 2 trains the whole model with the LLaVA loss. In stage 2 every step draws ``batch_size`` fresh training pictures (seeds step·B … step·B + B − 1 of the train
-split), each with up to ``turns`` questions as one conversation; the loss is the standard LLaVA
-one (cross-entropy on answer tokens and EOS only). Validation is teacher-forced exact match on
+stage 2 trains the whole model with the LLaVA loss. In stage 2 every step draws ``batch_size``
+fresh training pictures (seeds step·B … step·B + B − 1 of the train split), each with up to
+``turns`` questions, the other sides' spatial questions and a caption as one conversation
+(``conversation``); the loss is the standard LLaVA one (cross-entropy on answer tokens and EOS only). Validation is teacher-forced exact match on
 held-apart validation seeds, which equals greedy exact match: greedy decoding reproduces the
 answer iff every answer token and the EOS are the argmax given the correct prefix.
 """
@@ -26,7 +27,7 @@ from ..export.families.llava_next import preprocess_spec
 from .hf_eval import teacher_forced_accuracy
 from .model_recipe import Recipe, build_model, build_tokenizer, max_tiles, save_processor
 from .shapes_batches import ShapesEncoder, collate
-from .shapes_data import describe, locate, make_sample, split_samples
+from .shapes_data import describe, locate, make_sample, other_sides, split_samples
 from .vision_pretrain import pretrain_vision
 
 
@@ -53,14 +54,25 @@ def make_optimizer(model, recipe: Recipe) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.98), eps=1e-8)
 
 
+def training_samples(recipe: Recipe, step: int) -> list:
+    """Stage 2's pictures for ``step``: the next ``batch_size`` train seeds (``Recipe.first_types``)."""
+    items = split_samples("train", recipe.batch_size, start=step * recipe.batch_size)
+    return [make_sample(seed, first=kind if recipe.first_types else None) for seed, kind in items]
+
+
 def train_batch(encoder: ShapesEncoder, recipe: Recipe, step: int, pad_id: int) -> dict:
-    seeds = [seed for seed, _ in split_samples("train", recipe.batch_size, start=step * recipe.batch_size)]
-    samples = [make_sample(seed) for seed in seeds]
-    # the caption goes last: earlier in the conversation, questions could copy their answers from it
-    # grounding turns too: placed before them, questions could copy answers from them (not at inference)
-    encoded = [encoder.encode(s, s.questions[: recipe.turns] + locate(s, recipe.locate) + [describe(s)] * recipe.describe)
-               for s in samples]
+    encoded = [encoder.encode(s, conversation(s, recipe)) for s in training_samples(recipe, step)]
     return collate(encoded, pad_id, max_tiles(recipe))
+
+
+def conversation(sample, recipe: Recipe) -> list:
+    """One training conversation: the sample's first ``turns`` questions, then the training-only turns
+    (other sides' spatial questions, grounding), then the caption — last, as earlier turns could copy
+    their answers from it (and from grounding turns placed before them; neither exists at inference)."""
+    asked = sample.questions[: recipe.turns]
+    extra = other_sides(sample, asked) if recipe.all_sides else []
+    caption = describe(sample, kind_first=bool(recipe.kind_first and sample.seed % 2))
+    return asked + extra + locate(sample, recipe.locate) + [caption] * recipe.describe
 
 
 def validation_set(encoder: ShapesEncoder, recipe: Recipe) -> tuple[list, list[str]]:

@@ -92,7 +92,7 @@ def test_exported_pipeline_answers_like_transformers(pipe):
         ours = pipe.generate(prompt_for(q.text), images=[sample.image], max_new_tokens=8).text.strip()
         assert ours == hf_answer(model, processor, sample.image, q.text), (seed, q)
         right += ours == q.answer
-    assert right / N_PARITY >= 0.8  # 0.904 on all 500 (MODEL_CARD.md); spatial questions 0.67
+    assert right / N_PARITY >= 0.9  # 0.966 on all 500 (MODEL_CARD.md); spatial questions 0.91
 
 
 def test_answers_depend_on_the_image(pipe):
@@ -100,14 +100,14 @@ def test_answers_depend_on_the_image(pipe):
     from vlmforge.examples.evaluate import evaluate
 
     real = evaluate(pipe, n=N_CONTROL)
-    assert real.accuracy >= 0.8, real.table()
+    assert real.accuracy >= 0.9 and real.per_type["relation"] >= 0.8, real.table()  # measured 0.98, relation 0.95
     assert all(real.per_type[k] >= 0.9 for k in ("color", "shape", "count", "largest")), real.table()
     for images in ("blank", "shuffled"):
         control = evaluate(pipe, n=N_CONTROL, images=images)
         assert control.accuracy <= real.text_only["all"] + 0.12, control.table()
         assert control.accuracy <= real.accuracy - 0.4, control.table()
-        # the spatial answers too come from the picture (measured on these 20: 0.50 real, 0.15 blank, 0.10 shuffled)
-        assert control.per_type["relation"] <= real.per_type["relation"] - 0.25, (real.table(), control.table())
+        # the spatial answers too come from the picture (measured on these 20: 0.95 real, 0.05 blank, 0.20 shuffled)
+        assert control.per_type["relation"] <= real.per_type["relation"] - 0.5, (real.table(), control.table())
     assert real.text_only["all"] < 0.5  # the baseline itself is near chance: the questions give little away
 
 
@@ -135,9 +135,9 @@ def test_eval_cli_writes_json(pipe, tmp_path, capsys):
 
 def test_position_probe_scores_true_against_reversed_captions():
     """position_probe compares each two-shape picture's caption in true and reversed order; the
-    committed checkpoint's captions do not follow the order (0.558 on 120 pictures, though it answers
-    "What color is the leftmost shape?" at 0.67), so the probe is no oracle here."""
+    committed checkpoint prefers the true order on 111 of 120 pictures (9 of these 12; chance 6),
+    the previous one, whose spatial answers were 0.67, on 67 of 120."""
     from vlmforge.examples.position_probe import order_preference
 
     wins, probed = order_preference(DEFAULT_MODEL, 12)
-    assert probed == 12 and 0 < wins < 12
+    assert probed == 12 and wins >= 8

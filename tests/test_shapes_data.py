@@ -131,3 +131,44 @@ def test_recipe_trains_deterministically_with_every_stage_one_head(tmp_path):
     assert logs[0]["loss"] == logs[1]["loss"] and logs[0]["vision_loss"] == logs[1]["vision_loss"]
     assert all(np.isfinite(logs[0]["vision_loss"])) and logs[0]["validation"][-1]["step"] == 2
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_training_conversations_ask_every_side_once_and_caption_last():
+    """Recipe.all_sides adds the spatial questions of the sides the sample does not ask (each side once,
+    the answers the extreme shapes' colours); the caption stays the last turn."""
+    from vlmforge.examples.model_recipe import Recipe
+    from vlmforge.examples.shapes_data import DESCRIBE, extremes
+    from vlmforge.examples.train_default_model import conversation
+
+    for seed in range(300, 320):
+        sample = make_sample(seed, first="relation")
+        plain, every = conversation(sample, Recipe(all_sides=0)), conversation(sample, Recipe(all_sides=1))
+        assert plain == sample.questions[:8] + [plain[-1]] and every[-1] == plain[-1] and every[-1].text == DESCRIBE
+        beyond = extremes(sample.shapes, sample.image.shape[:2])
+        spatial = {q.text: q.answer for q in every if q.kind == "relation"}
+        assert spatial == {f"What color is the {w} shape?": s.color for w, s in beyond.items()}
+        assert sum(q.kind == "relation" for q in every) == len(beyond)  # no side twice
+        assert every[: len(plain) - 1] == plain[:-1]  # the sample's own questions first, as they were
+
+
+def test_first_types_draws_training_pictures_as_the_evaluation_does():
+    from vlmforge.examples.model_recipe import Recipe
+    from vlmforge.examples.train_default_model import training_samples
+
+    plain, typed = training_samples(Recipe(batch_size=10, first_types=0), 3), training_samples(Recipe(batch_size=10, first_types=1), 3)
+    assert [s.seed for s in plain] == [s.seed for s in typed] == list(range(30, 40))
+    assert all(s.questions == make_sample(s.seed).questions for s in plain)
+    assert [s.questions[0].kind for s in typed] == [QUESTION_TYPES[i % 5] for i in range(30, 40)]
+
+
+def test_kind_first_captions_name_each_shape_then_its_colour_on_odd_seeds():
+    from vlmforge.examples.model_recipe import Recipe
+    from vlmforge.examples.shapes_data import describe
+    from vlmforge.examples.train_default_model import conversation
+
+    odd, even = make_sample(303), make_sample(302)
+    plain, named = describe(odd), describe(odd, kind_first=True)
+    assert named.text == plain.text and len(odd.shapes) >= 2
+    assert named.answer == ", ".join(f"the {p.split()[1]} is {p.split()[0]}" for p in plain.answer.split(", "))
+    assert conversation(odd, Recipe(kind_first=1))[-1] == named and conversation(odd, Recipe(kind_first=0))[-1] == plain
+    assert conversation(even, Recipe(kind_first=1))[-1] == describe(even)
