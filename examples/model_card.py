@@ -71,7 +71,6 @@ def card(model_dir: Path, report: dict) -> str:
                     f"extreme shape are also\n   flagged as the leftmost / rightmost / topmost / bottommost one "
                     f"(weight {r['extreme_weight']}): what \"What color is the\n   leftmost shape?\" looks up, as "
                     f"\"Which shape is the largest?\" looks up its flag.")
-    stage2 = _stage2(r)
     if r.get("layout_weight"):
         spatial += (f"\n   Every base-view patch also learns each side's extreme colour, through the tower's last "
                     f"{r['layout_layers']} layer(s) (weight {r['layout_weight']}).")
@@ -106,7 +105,7 @@ seed).
    token of every tile is classified, by linear heads thrown away afterwards, as the shape kind, the colour and
    "part of the largest shape" under its centre{position} — a stand-in for the pretrained CLIP tower real LLaVA models
    start from.{spatial}
-{stage2}
+{_stage2(r)}
 
 ## Accuracy ({report['n']} held-out test questions, greedy exact match)
 | type | transformers | vlmforge FP32 pipeline | blank pictures | shuffled pictures |
