@@ -132,7 +132,7 @@ base-view tokens found the four stage-1 flags equally well (recall 0.61–0.66, 
 not the tower, was the limit. The left-to-right caption starts with the leftmost shape's colour, so that look-up was
 practised on every picture, each vertical side only by the ~0.12 questions per picture that asked it. Measured
 (validation as above): top-to-bottom captions (vocabulary 400) as a second caption turn, or instead of the left-to-right one on odd
-seeds, lost "What color is the star?" (0.52 / 0.48) and relation stayed at 0.46 / 0.56; asking every side that has an
+seeds, lost "What color is the star?" (0.48 / 0.48) and relation stayed at 0.44 / 0.56; asking every side that has an
 extreme shape in each conversation and drawing the training pictures as the test's are (`all_sides`, `first_types`;
 0.49 → 0.99 spatial questions per picture) gave 0.920 / relation 0.82 (seed 2) and 0.868 (seed 4, colour binding 0.56);
 adding the "the star is orange" captions on odd seeds (`kind_first`: the caption then also practises reading a colour
