@@ -12,9 +12,9 @@ tiling picks different grids (1×2, 2×1, 2×2 with 48 px tiles).
 Questions: the colour of a named shape, which shape has a colour, how many shapes, the largest
 shape, and left/right/above/below as "What color is the leftmost / rightmost / topmost /
 bottommost shape?" — asked only where one shape's box lies beyond every other box on that side by
-at least EXTREME_MARGIN of the picture, so no answer is a judgement call. (Until the model could answer them, the spatial questions
-were pairwise yes/no — "Is the cross left of the star?" — and every measured attempt at those
-stayed at chance: the default model's MODEL_CARD.md.)
+at least EXTREME_MARGIN of the picture, so no answer is a judgement call. (Until the model could
+answer them, the spatial questions were pairwise yes/no — "Is the cross left of the star?" — and
+every measured attempt at those stayed at chance: the default model's MODEL_CARD.md.)
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import numpy as np
 from .shapes_scene import COLORS, SHAPES, Shape, draw_scene, sample_scene
 
 __all__ = ["BANDS", "COLORS", "DESCRIBE", "EXTREMES", "QUESTION_TYPES", "SHAPES", "SPLITS", "Question", "Sample", "all_texts", "describe",
-           "extremes", "locate", "make_sample", "other_sides", "prompt_for", "split_samples"]
+           "extremes", "locate", "make_sample", "other_sides", "prompt_for", "spatial_question",
+           "split_samples"]
 
 QUESTION_TYPES = ("color", "shape", "count", "relation", "largest")
 # disjoint seed ranges: a sample's split is fixed by its seed alone
@@ -92,7 +93,7 @@ def _questions(shapes: list[Shape], hw: tuple[int, int], rng: np.random.Generato
         beyond = extremes(shapes, hw)
         if beyond:
             word = list(beyond)[int(rng.integers(len(beyond)))]
-            out.append(Question("relation", f"What color is the {word} shape?", beyond[word].color))
+            out.append(spatial_question(word, beyond[word]))
     return out
 
 
@@ -108,6 +109,11 @@ def split_samples(split: str, n: int, start: int = 0) -> list[tuple[int, str]]:
 
 EXTREMES = ("leftmost", "rightmost", "topmost", "bottommost")
 EXTREME_MARGIN = 0.05  # the gap an extreme shape must keep to every other, as a fraction of the picture's width / height
+
+
+def spatial_question(word: str, shape: Shape) -> Question:
+    """"What color is the <word> shape?" about ``shape``, the scene's EXTREMES ``word`` one."""
+    return Question("relation", f"What color is the {word} shape?", shape.color)
 
 
 def extremes(shapes, hw: tuple[int, int]) -> dict[str, Shape]:
@@ -139,9 +145,7 @@ def other_sides(sample: Sample, asked: list[Question]) -> list[Question]:
     """Training-only turns: "What color is the <side> shape?" for every side ``extremes`` finds that
     ``asked`` does not already ask, in a seeded order (a stream of its own: the sample stays as it is)."""
     beyond = extremes(sample.shapes, sample.image.shape[:2])
-    done = {q.text for q in asked}
-    out = [Question("relation", f"What color is the {w} shape?", s.color) for w, s in beyond.items()]
-    out = [q for q in out if q.text not in done]
+    out = [q for q in (spatial_question(w, s) for w, s in beyond.items()) if q not in asked]
     order = np.random.default_rng([sample.seed, 11]).permutation(len(out))
     return [out[int(i)] for i in order]
 

@@ -6,9 +6,10 @@ Stage 1 (``vision_pretrain.py``) trains the vision tower alone to name the shape
 stage 2 trains the whole model with the LLaVA loss. In stage 2 every step draws ``batch_size``
 fresh training pictures (seeds step·B … step·B + B − 1 of the train split), each with up to
 ``turns`` questions, the other sides' spatial questions and a caption as one conversation
-(``conversation``); the loss is the standard LLaVA one (cross-entropy on answer tokens and EOS only). Validation is teacher-forced exact match on
-held-apart validation seeds, which equals greedy exact match: greedy decoding reproduces the
-answer iff every answer token and the EOS are the argmax given the correct prefix.
+(``conversation``); the loss is the standard LLaVA one (cross-entropy on answer tokens and EOS
+only). Validation is teacher-forced exact match on held-apart validation seeds, which equals
+greedy exact match: greedy decoding reproduces the answer iff every answer token and the EOS are
+the argmax given the correct prefix.
 """
 
 from __future__ import annotations
