@@ -6,7 +6,11 @@ PIP := $(PY) -m pip
 # torch is pinned: this wheel is CPU-only and available offline; an unpinned torch pulls GBs of CUDA.
 TORCH := torch==2.13.0
 
-.PHONY: demo test install clean
+# A second environment with only the runtime (`pip install .`, as a Jetson image is built): the tests
+# run the runtime CLI in it against an export made by .venv, so a missing or extra dependency fails.
+RUNTIME_VENV := .venv-runtime
+
+.PHONY: demo test install runtime-env clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -17,11 +21,24 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+$(RUNTIME_VENV)/.installed: pyproject.toml Makefile
+	rm -rf $(RUNTIME_VENV)
+	$(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install -q --upgrade pip
+	$(RUNTIME_VENV)/bin/python -m pip install -q .
+	touch $@
+
+# the package itself is reinstalled every time (a copy, not editable: it must be the code under test)
+runtime-env: $(RUNTIME_VENV)/.installed
+	rm -rf build
+	$(RUNTIME_VENV)/bin/python -m pip install -q --no-deps --force-reinstall .
+	rm -rf build
+
 demo: install
 	$(VENV)/bin/vlmforge demo
 
-test: install
-	$(PY) -m pytest -q tests
+test: install runtime-env
+	VLMFORGE_RUNTIME_VENV=$(RUNTIME_VENV) $(PY) -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(RUNTIME_VENV) .pytest_cache build

@@ -8,9 +8,31 @@ from pathlib import Path
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt")  # = runtime.backends.BACKENDS
 PREPROCESS = ("auto", "cpu", "gpu")  # = runtime.preprocess.MODES
-DEFAULT_PROMPT = "USER: <image>\nWhat is in the picture? ASSISTANT:"
+DEFAULT_QUESTION = "What is in the picture?"
+# what the export stack needs beyond the runtime (pyproject's "export" extra)
+EXPORT_MODULES = ("torch", "transformers", "onnx", "onnxscript", "safetensors")
 
 
+def needs_export_stack(func):
+    """Commands that export or quantise: on a runtime-only install, say so in one line."""
+
+    def run(args) -> int:
+        import importlib.util
+
+        missing = [m for m in EXPORT_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise VlmforgeCLIError(f"this command needs the export stack ({', '.join(missing)} not installed): "
+                                   'pip install torch==2.13.0 "vlmforge[export]"')
+        return func(args)
+
+    return run
+
+
+class VlmforgeCLIError(Exception):
+    """A command cannot run here; the message says what to install or change."""
+
+
+@needs_export_stack
 def cmd_export(args) -> int:
     from .export import export_model
 
@@ -21,17 +43,28 @@ def cmd_export(args) -> int:
     return 0
 
 
-def _prompt_and_images(args):
-    prompt = args.prompt.replace("\\n", "\n")
-    return prompt, list(args.image or [])
+def _load(args):
+    from .runtime import Pipeline
+
+    return Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads,
+                         preprocess=args.preprocess, max_image_pixels=args.max_image_pixels)
+
+
+def _prompt_and_images(args, pipe):
+    """--prompt is a plain question put in one user turn of the model's chat template (images first);
+    --raw sends it verbatim, placeholders and all."""
+    images = list(args.image or [])
+    text = None if args.prompt is None else args.prompt.replace("\\n", "\n")
+    if args.raw:
+        if text is None or args.system:
+            raise ValueError("--raw sends --prompt verbatim: give --prompt, and write any system text into it (no --system)")
+        return text, images
+    return pipe.turn_prompt(DEFAULT_QUESTION if text is None else text, len(images), args.system), images
 
 
 def cmd_run(args) -> int:
-    from .runtime import Pipeline
-
-    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads,
-                         preprocess=args.preprocess)
-    prompt, images = _prompt_and_images(args)
+    pipe = _load(args)
+    prompt, images = _prompt_and_images(args, pipe)
     sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                     repetition_penalty=args.repetition_penalty, do_sample=args.sample or None)
     for piece in pipe.stream(prompt, images=images, max_new_tokens=args.max_new_tokens, stop=args.stop, **sampling):
@@ -44,15 +77,13 @@ def cmd_run(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from .runtime import Pipeline
     from .runtime.plot import check_plot_path
     from .runtime.profile import profile
 
     if args.plot:
         check_plot_path(args.plot)
-    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads,
-                         preprocess=args.preprocess)
-    prompt, images = _prompt_and_images(args)
+    pipe = _load(args)
+    prompt, images = _prompt_and_images(args, pipe)
     report = profile(pipe, prompt, images, runs=args.runs, warmup=args.warmup, max_new_tokens=args.max_new_tokens)
     print(report.table())
     if args.json:
@@ -78,6 +109,7 @@ def cmd_build(args) -> int:
     return 0
 
 
+@needs_export_stack
 def cmd_bench(args) -> int:
     import json
 
@@ -92,6 +124,7 @@ def cmd_bench(args) -> int:
     return 0
 
 
+@needs_export_stack
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -102,10 +135,7 @@ def cmd_eval(args) -> int:
     import json
 
     from .examples.evaluate import evaluate
-    from .runtime import Pipeline
-
-    pipe = Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads,
-                         preprocess=args.preprocess)
+    pipe = _load(args)
     report = evaluate(pipe, args.suite, n=args.n, images=args.images)
     print(report.table())
     if args.json:
@@ -131,9 +161,15 @@ def build_parser() -> argparse.ArgumentParser:
     def runtime_args(q, max_new=64):
         q.add_argument("model", help="an exported folder (with manifest.json)")
         q.add_argument("--image", action="append", help="image file; repeat for several images")
-        q.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt with one <image> per image ('\\n' allowed)")
+        q.add_argument("--prompt", help=f"the question, put in one user turn of the model's chat template with the "
+                       f"images first (default: {DEFAULT_QUESTION!r}); '\\n' allowed")
+        q.add_argument("--system", help="a system turn before it (where the chat template has one)")
+        q.add_argument("--raw", action="store_true",
+                       help="send --prompt verbatim, no chat template: it then holds one <image> per image")
         q.add_argument("--max-new-tokens", type=int, default=max_new)
         q.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
+        q.add_argument("--max-image-pixels", type=int, help="refuse larger pictures, read from the file header "
+                       "before decoding (default: the export's limit, 50 MP)")
         q.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
         q.add_argument("--backend", default="auto", choices=BACKENDS,
                        help="auto: tensorrt when the folder has engines and TensorRT + a GPU are here, else onnxruntime")
@@ -200,11 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
     v.add_argument("--backend", default="auto", choices=BACKENDS)
     v.add_argument("--preprocess", default="auto", choices=PREPROCESS)
+    v.add_argument("--max-image-pixels", type=int)
     v.set_defaults(func=cmd_eval)
 
     from .calibration.commands import add_commands
 
-    add_commands(sub)  # calibrate, quantize, verify (issue #5)
+    add_commands(sub, needs_export_stack)  # calibrate, quantize, verify (issue #5)
     return p
 
 
@@ -212,9 +249,19 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as e:
-        print(f"vlmforge {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, TypeError, VlmforgeCLIError) as e:
+        print(f"vlmforge {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM while an output folder is written (export/atomic.py)
+        print(f"vlmforge {args.command}: interrupted; nothing was left half-written", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: BaseException) -> str:
+    """OSError's str carries errno noise; say what and where."""
+    if isinstance(e, OSError) and e.strerror and e.filename:
+        return f"{e.strerror}: {e.filename}"
+    return str(e)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,21 @@ Needs the ``[export]`` extra (onnx); ONNX Runtime's own tools do the calibration
 MatMulNBits work.
 """
 
-from .calibrate import CalibrationResult, calibrate
-from .fidelity import FidelityReport
-from .precision import QuantizationError, parse_precision
-from .quantize import quantize_model
-from .verify import verify_model
+import importlib
 
-__all__ = ["CalibrationResult", "FidelityReport", "QuantizationError", "calibrate", "parse_precision",
-           "quantize_model", "verify_model"]
+# name → submodule; imported on first use so that ``vlmforge.calibration.commands`` (the CLI side)
+# loads on a runtime-only install and only running a command needs onnx
+_EXPORTS = {
+    "CalibrationResult": "calibrator", "calibrate": "calibrator", "FidelityReport": "fidelity",
+    "QuantizationError": "precision", "parse_precision": "precision", "quantize_model": "quantize",
+    "verify_model": "verify",
+}
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(name)
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+
+
+__all__ = sorted(_EXPORTS)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def cmd_calibrate(args) -> int:
-    from .calibrate import calibrate
+    from .calibrator import calibrate
 
     result = calibrate(args.model, args.images, args.prompts, method=args.method, num_samples=args.samples,
                        cache_path=args.cache, decode_steps=args.decode_steps)
@@ -51,7 +51,8 @@ def cmd_verify(args) -> int:
     return 0
 
 
-def add_commands(sub) -> None:
+def add_commands(sub, needs_export_stack=lambda f: f) -> None:
+    """``needs_export_stack`` wraps the commands that need onnx (cli.py: a one-line install hint)."""
     c = sub.add_parser("calibrate", help="measure an fp32 export on real images + prompts (for quantize)")
     c.add_argument("model", help="an exported fp32 folder")
     c.add_argument("--images", required=True, help="folder of calibration pictures (unreadable files are skipped)")
@@ -60,7 +61,7 @@ def add_commands(sub) -> None:
     c.add_argument("--samples", type=int, help="image+prompt pairs (default: the longer of the two lists)")
     c.add_argument("--decode-steps", type=int, default=2, help="LLM decode steps per pair, with the real KV cache")
     c.add_argument("--cache", help="where to write the cache (default: MODEL/calibration.json)")
-    c.set_defaults(func=cmd_calibrate)
+    c.set_defaults(func=needs_export_stack(cmd_calibrate))
 
     q = sub.add_parser("quantize", help="write a quantised copy of an fp32 export")
     q.add_argument("model", help="an exported fp32 folder")
@@ -80,7 +81,7 @@ def add_commands(sub) -> None:
     q.add_argument("--embeddings", default="float16", choices=("float16", "float32"),
                    help="storage of the token embedding table (float16 halves it)")
     q.add_argument("--overwrite", action="store_true")
-    q.set_defaults(func=cmd_quantize)
+    q.set_defaults(func=needs_export_stack(cmd_quantize))
 
     v = sub.add_parser("verify", help="fidelity report of a quantised folder against its fp32 reference")
     v.add_argument("model", help="the quantised folder")

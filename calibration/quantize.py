@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..export.api import write_atomically
+from ..export.atomic import check_output, write_atomically
 from ..runtime.manifest import MANIFEST_NAME, Manifest, load_manifest
 from . import onnx_io
 from .cache import CalibrationCache, default_cache_path, load_cache
@@ -49,10 +49,7 @@ def quantize_model(
     check_target(target)
     if embeddings not in ("float16", "float32"):
         raise QuantizationError(f"--embeddings {embeddings!r} is not supported; choose float16 or float32")
-    if out.resolve() == root.resolve():
-        raise QuantizationError(f"-o {out} is the input folder; write the quantised model to a new folder")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; remove it or pass overwrite=True (--overwrite)")
+    check_output([root], out, overwrite)
     cache = _cache_if_needed(plan, root, calibration)
     _check_plan(root, manifest, plan, target, block_size)
     options = dict(target=target, block_size=block_size, accuracy_level=accuracy_level, min_sqnr_db=min_sqnr_db)

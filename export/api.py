@@ -1,7 +1,7 @@
 """``export_model``: Hugging Face VLM folder → ONNX graphs + embeddings + tokenizer + manifest.
 
 Everything is written into a temporary sibling folder and renamed into place at the end, so an
-error never leaves a half-written export behind.
+error never leaves a half-written export behind (export/atomic.py).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -18,6 +17,8 @@ import numpy as np
 
 from .. import __version__
 from ..runtime.manifest import LM_HEADS, MANIFEST_NAME, Artifact, GenerationDefaults, Manifest, TensorSpec, sha256_file
+from .atomic import check_output, write_atomically
+from .checkpoint import check_weights
 from .families import read_config, resolve
 from .onnx_export import check_graph, export_graph, screen_graph
 from .tokenizer import export_tokenizer
@@ -38,26 +39,9 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool 
     if lm_head not in LM_HEADS:
         raise ValueError(f"lm_head={lm_head!r}: choose one of {', '.join(LM_HEADS)}")
     family = resolve(read_config(model_dir))
-    if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} already exists; remove it or pass overwrite=True (--overwrite)")
+    check_output([model_dir], out_dir, overwrite)
+    check_weights(model_dir, getattr(family, "WEIGHT_FOLDERS", ("",)), getattr(family, "WEIGHTS_ONLY_PICKLE", False))
     return write_atomically(out_dir, lambda tmp: _export_into(family, model_dir, tmp, check, lm_head))
-
-
-def write_atomically(out: Path, fill):
-    """``fill(tmp)`` writes a sibling temporary folder, renamed to ``out`` only when complete:
-    an error never leaves a half-written folder behind."""
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        result = fill(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return result
 
 
 def _export_into(family, model_dir: Path, tmp: Path, check: bool, lm_head: str) -> Manifest:

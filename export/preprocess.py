@@ -1,5 +1,9 @@
-"""Read a Hugging Face ``preprocessor_config.json`` (CLIP-style image processors) into the
-kernel's ``PreprocessSpec``. Family folders call this and add what their processor adds."""
+"""Read a Hugging Face image processor config (CLIP-style image processors) into the kernel's
+``PreprocessSpec``. Family folders call this and add what their processor adds.
+
+Checkpoints hold it in one of two places: transformers 5 saves a processor's into
+``processor_config.json`` under ``"image_processor"``; hub checkpoints mostly ship the older
+``preprocessor_config.json``. Read in transformers' own priority: the nested one, then the file."""
 
 from __future__ import annotations
 
@@ -13,13 +17,26 @@ OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def read_processor_config(model_dir: Path) -> dict:
-    path = Path(model_dir) / "preprocessor_config.json"
+    root = Path(model_dir)
+    nested = _read_json(root / "processor_config.json")
+    if isinstance(nested, dict) and isinstance(nested.get("image_processor"), dict):
+        return nested["image_processor"]
+    legacy = _read_json(root / "preprocessor_config.json")
+    if isinstance(legacy, dict):
+        return legacy
+    raise FileNotFoundError(
+        f"{root} has no image processor config (neither processor_config.json with an 'image_processor' entry "
+        "nor preprocessor_config.json); save it with processor.save_pretrained(model_dir)"
+    )
+
+
+def _read_json(path: Path):
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing; the checkpoint must ship its image processor config "
-            "(save it with processor.save_pretrained(model_dir))"
-        )
-    return json.loads(path.read_text())
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); re-save the processor with save_pretrained") from None
 
 
 def _as_list(value, n: int) -> list[float]:

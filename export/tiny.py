@@ -113,12 +113,20 @@ def make_tiny_llava(
     max_positions: int = 256,
     grid_pinpoints: list[list[int]] | None = None,
     seed: int = 0,
+    layout: str = "processor",
 ) -> Path:
     """Write a random LLaVA checkpoint (+ tokenizer, processor) to ``out_dir``.
 
     With ``grid_pinpoints`` it is a ``LlavaNextForConditionalGeneration`` (AnyRes tiling, tiles of
     ``image_size``), otherwise a ``LlavaForConditionalGeneration``.
+
+    ``layout="processor"``: the processor saved by the installed transformers' own ``save_pretrained``
+    (5.x: ``processor_config.json`` with the image processor nested, ``chat_template.jinja``);
+    ``"legacy"``: what most hub checkpoints hold (``preprocessor_config.json``, the chat template in
+    ``tokenizer_config.json``).
     """
+    if layout not in ("processor", "legacy"):
+        raise ValueError(f"layout={layout!r}: choose 'processor' or 'legacy'")
     import torch
     from transformers import CLIPVisionConfig
 
@@ -153,10 +161,11 @@ def make_tiny_llava(
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    _image_processor(image_size, pad_to_square, grid_pinpoints).save_pretrained(out)
-    kind = "LlavaNextImageProcessor" if grid_pinpoints else "CLIPImageProcessor"
-    _patch_json(out / "preprocessor_config.json", {"image_processor_type": kind})
+    image_processor = _image_processor(image_size, pad_to_square, grid_pinpoints)
+    if layout == "processor":
+        _processor(grid_pinpoints, image_processor, tokenizer, patch_size, select_strategy).save_pretrained(out)
+    else:
+        save_legacy_processor(out, image_processor, tokenizer, "LlavaNextImageProcessor" if grid_pinpoints else "CLIPImageProcessor")
     if pad_to_square:
         _patch_json(out / "config.json", {"image_aspect_ratio": "pad"})
     return out
@@ -168,6 +177,25 @@ def _classes(grid_pinpoints):
     if grid_pinpoints:
         return LlavaNextConfig, LlavaNextForConditionalGeneration, {"image_grid_pinpoints": grid_pinpoints}
     return LlavaConfig, LlavaForConditionalGeneration, {}
+
+
+def _processor(grid_pinpoints, image_processor, tokenizer, patch_size: int, select_strategy: str):
+    from transformers import LlavaNextProcessor, LlavaProcessor
+
+    cls = LlavaNextProcessor if grid_pinpoints else LlavaProcessor
+    return cls(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+               vision_feature_select_strategy=select_strategy, chat_template=tokenizer.chat_template)
+
+
+def save_legacy_processor(out: Path, image_processor, tokenizer, kind: str) -> None:
+    """The hub's older layout: ``preprocessor_config.json`` beside a tokenizer whose config holds the template."""
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+    _patch_json(out / "preprocessor_config.json", {"image_processor_type": kind})
+    template = out / "chat_template.jinja"
+    if template.is_file():
+        _patch_json(out / "tokenizer_config.json", {"chat_template": template.read_text()})
+        template.unlink()
 
 
 def _image_processor(image_size: int, pad_to_square: bool, grid_pinpoints):

@@ -74,6 +74,13 @@ class OrtDecoder:
         self.constants = {}
         self.engine_s = []
 
+    def save_state(self) -> tuple:
+        """This generation's cache, memory and timings: references only (steps replace, never mutate, them)."""
+        return self.cache.values, self.cache.num_tokens, self.constants, self.engine_s
+
+    def load_state(self, state: tuple) -> None:
+        self.cache.values, self.cache.num_tokens, self.constants, self.engine_s = state
+
     def set_memory(self, arrays: dict[str, np.ndarray]) -> None:
         """Inputs that stay fixed for a whole generation (cross K/V of the memory): wrapped once, never copied again."""
         import onnxruntime as ort

@@ -1,8 +1,9 @@
 """``manifest.json``: the contract between export and runtime.
 
 Export writes it; the runtime reads only it (never file or model names). Everything is plain
-JSON → dataclasses through ``from_dict`` (unknown keys ignored, so older runtimes can read
-newer manifests of the same major version), validated in ``__post_init__``.
+JSON → dataclasses through ``schema.parse`` (every field type-checked; unknown keys ignored, so
+older runtimes can read newer manifests of the same major version), validated in
+``__post_init__``; every path it names must stay inside the folder and be a hashed artifact.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from ..kernels.spec import PreprocessSpec, from_dict
 from .engines import EnginesSpec
 from .errors import ManifestError
+from .schema import check_inside, parse
 
 FORMAT = "vlmforge-manifest"
 VERSION = 1
@@ -27,7 +29,7 @@ PLACEMENTS = ("inline", "prefix", "memory")
 class TensorSpec:
     name: str
     dtype: str  # numpy dtype name: float32, float16, int64 …
-    shape: list  # ints and symbolic names ("batch", "past_sequence + sequence")
+    shape: list[int | str]  # ints and symbolic names ("batch", "past_sequence + sequence")
 
 
 @dataclass
@@ -111,7 +113,7 @@ class ImageSpec:
     # Fuyu: the text token whose embedding ends every row of image patches
     newline_token_id: int | None = None
     # the tokenizer of the connector's text inputs (qformer_input_ids), when it has them
-    connector_tokenizer: "TokenizerSpec | None" = None
+    connector_tokenizer: TokenizerSpec | None = None
 
     def __post_init__(self):
         if isinstance(self.preprocess, dict):
@@ -220,9 +222,35 @@ def load_manifest(model_dir: str | Path, verify: bool = True) -> Manifest:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path} is not valid JSON ({e}); re-export the model") from None
-    manifest = _as(Manifest, data)
+    manifest = parse(Manifest, data, "manifest")
+    check_paths(root, manifest)
     check_artifacts(root, manifest, verify_hashes=verify)
     return manifest
+
+
+def named_paths(manifest: Manifest) -> dict[str, str]:
+    """Every file the runtime opens, by the manifest field that names it."""
+    paths = {f"graphs.{name}.path": g.path for name, g in manifest.graphs.items()}
+    paths["embeddings.name"] = manifest.embeddings.name
+    paths["tokenizer.path"] = manifest.tokenizer.path
+    image = manifest.image
+    optional = {"image.newline_path": image.newline_path, "image.separator_path": image.separator_path,
+                "image.connector_tokenizer.path": image.connector_tokenizer.path if image.connector_tokenizer else None}
+    paths.update({k: v for k, v in optional.items() if v is not None})
+    return paths
+
+
+def check_paths(root: Path, manifest: Manifest) -> None:
+    """No path in the manifest leaves the folder (absolute, '..', a symlink out), and every file the
+    runtime opens is a hashed artifact (engines carry their own hashes in the engines section)."""
+    for rel in manifest.artifacts:
+        check_inside(root, rel, f"manifest.artifacts[{rel!r}]")
+    for where, rel in named_paths(manifest).items():
+        check_inside(root, rel, f"manifest.{where}")
+        if rel not in manifest.artifacts:
+            raise ManifestError(f"manifest.{where} = {rel!r} is not one of the hashed artifacts; re-export the model")
+    for name, engine in (manifest.engines.graphs.items() if manifest.engines else ()):
+        check_inside(root, engine.path, f"manifest.engines.graphs.{name}.path")
 
 
 def check_artifacts(root: Path, manifest: Manifest, verify_hashes: bool) -> None:

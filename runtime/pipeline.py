@@ -3,6 +3,8 @@ images → tiles → vision → connector → merge into the prompt → prefill 
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +19,12 @@ from .features import pack_image_features
 from .images import load_image
 from .manifest import Manifest, load_manifest
 from .preprocess import choose_preprocess
-from .prompt import PreparedPrompt, expand_image_slots, prefix_image_placeholders, render_messages
-from .sampling import Sampler, SamplingParams
+from .prompt import PreparedPrompt, expand_image_slots, prefix_image_placeholders, check_text, render_messages, user_turn
+from .sampling import Sampler, SamplingParams, check_max_new_tokens
 from .stats import GenerationStats, StageTimer
-from .stream import TextAssembler
+from .stream import TextAssembler, TextStream, stop_list
 from .tokenizer import TextTokenizer
+from .turns import DecoderTurns
 
 
 @dataclass
@@ -34,9 +37,13 @@ class GenerationResult:
 
 class Pipeline:
     def __init__(self, root: Path, manifest: Manifest, backend: str = "auto", threads: int | None = None, verify: bool = True,
-                 preprocess: str = "auto"):
+                 preprocess: str = "auto", max_image_pixels: int | None = None):
         self.root = root
         self.manifest = manifest
+        if max_image_pixels is not None:  # the limit checked from each file's header, before decoding
+            if not isinstance(max_image_pixels, int) or isinstance(max_image_pixels, bool) or max_image_pixels < 1:
+                raise ValueError(f"max_image_pixels must be a positive integer, got {max_image_pixels!r}")
+            manifest.image.preprocess = dataclasses.replace(manifest.image.preprocess, max_input_pixels=max_image_pixels)
         self.tokenizer = TextTokenizer(root, manifest.tokenizer)
         # backend "auto": TensorRT when the folder has engines and this machine can run them
         self.backend, self.vision, self.connector, self.decoder = open_backend(root, manifest, backend, threads, verify)
@@ -57,7 +64,8 @@ class Pipeline:
         self.image_newline = self._newline_embedding()  # (hidden,) or None
         sep = self.manifest.image.separator_path if self.manifest.image else None
         self.view_separator = np.load(self.root / sep) if sep else None  # hd: (hidden,) or None
-        self.last_result: GenerationResult | None = None
+        self._turns = DecoderTurns(self.decoder)  # calls from many threads / interleaved streams take turns
+        self._local = threading.local()  # last_result, per thread
 
     def _newline_embedding(self) -> np.ndarray | None:
         """What ends each row of image tokens: a learned vector (LLaVA-NeXT) or a text token's embedding (Fuyu)."""
@@ -69,10 +77,12 @@ class Pipeline:
         return None
 
     @classmethod
-    def load(cls, model_dir: str | Path, backend: str = "auto", verify: bool = True, threads=None, preprocess: str = "auto") -> "Pipeline":
-        """``preprocess``: "auto" (the CUDA kernel when the backend is TensorRT, else the CPU kernel), "cpu" or "gpu"."""
+    def load(cls, model_dir: str | Path, backend: str = "auto", verify: bool = True, threads=None, preprocess: str = "auto",
+             max_image_pixels: int | None = None) -> "Pipeline":
+        """``preprocess``: "auto" (the CUDA kernel when the backend is TensorRT, else the CPU kernel), "cpu" or "gpu".
+        ``max_image_pixels``: larger pictures are refused from their header (default: the export's, 50 MP)."""
         root = Path(model_dir)
-        return cls(root, load_manifest(root, verify=verify), backend, threads, verify, preprocess)
+        return cls(root, load_manifest(root, verify=verify), backend, threads, verify, preprocess, max_image_pixels)
 
     # -- stages -----------------------------------------------------------------------------
     def encode_image(self, image, timer: StageTimer, prompt_text: str = "") -> np.ndarray:
@@ -80,7 +90,7 @@ class Pipeline:
 
         ``prompt_text`` feeds connectors that read the instruction too (``connector_text_inputs``)."""
         with timer("image_decode"):
-            rgb = load_image(image)
+            rgb = load_image(image, self.manifest.image.preprocess.max_input_pixels)
         with timer("preprocess", self.preprocess):
             pixels, layout = self.preprocess(rgb)
         features = pixels  # no vision graph: the patches are the features (Fuyu)
@@ -110,12 +120,34 @@ class Pipeline:
         if (prompt is None) == (messages is None):
             raise PromptError("pass exactly one of prompt= (a string) or messages= (a chat)")
         if messages is None:
-            return prompt
+            return check_text(prompt, "prompt")
         image = self.manifest.image
         text, num_items = render_messages(self.tokenizer, messages, image.image_token, image.placeholder)
         if num_items != num_images:
             raise PromptError(f"the messages hold {num_items} image item(s) but {num_images} image(s) were given")
         return text
+
+    def turn_prompt(self, text: str, num_images: int, system: str | None = None) -> str:
+        """A plain question (the CLI's --prompt) → the prompt string of one user turn in the model's
+        chat template, images first unless ``text`` places them with placeholders."""
+        image = self.manifest.image
+        marks = (image.image_token, image.placeholder)
+        check_text(text, "prompt")
+        if system is not None:
+            check_text(system, "system")
+        if not self.manifest.tokenizer.chat_template:
+            if system:
+                raise PromptError("this model has no chat template, so a system turn has nowhere to go; "
+                                  "leave out --system, or write the whole prompt yourself with --raw")
+            has_mark = any(m and m in text for m in marks)
+            lead = image.placeholder or image.image_token
+            return text if has_mark or image.placement != "inline" else lead * num_images + text
+        messages = user_turn(text, num_images, marks, system)
+        rendered, _ = render_messages(self.tokenizer, messages, image.image_token, image.placeholder)
+        if system and rendered == render_messages(self.tokenizer, messages[1:], image.image_token, image.placeholder)[0]:
+            raise PromptError("this model's chat template has no system turn (it renders the same without it); "
+                              "leave out --system")
+        return rendered
 
     def prepare_prompt(self, prompt: str | None, messages, num_images: int, tokens_per_image: list[int]) -> PreparedPrompt:
         image = self.manifest.image
@@ -138,13 +170,27 @@ class Pipeline:
 
     # -- generation --------------------------------------------------------------------------
     def generate(self, prompt: str | None = None, images=None, **kwargs) -> GenerationResult:
-        for _ in self._generate(prompt, images, **kwargs):
+        pieces = self.stream(prompt, images, **kwargs)
+        for _ in pieces:
             pass
-        return self.last_result
+        return pieces.result
 
-    def stream(self, prompt: str | None = None, images=None, **kwargs) -> Iterator[str]:
-        """Yield text pieces as they are decoded; ``self.last_result`` holds the result afterwards."""
-        yield from self._generate(prompt, images, **kwargs)
+    def stream(self, prompt: str | None = None, images=None, **kwargs) -> TextStream:
+        """An iterator of text pieces as they are decoded; once exhausted its ``.result`` (and this
+        thread's ``last_result``) is the GenerationResult. Safe from several threads and interleaved
+        with other streams: each runs its steps with its own KV cache (runtime/turns.py)."""
+        out = TextStream()
+
+        def done(result: GenerationResult) -> None:
+            out.result = self._local.result = result
+
+        out.pieces = self._turns.run(self._generate(prompt, images, done=done, **kwargs))
+        return out
+
+    @property
+    def last_result(self) -> GenerationResult | None:
+        """The result of this thread's last finished generate() / stream()."""
+        return getattr(self._local, "result", None)
 
     def _generate(
         self,
@@ -156,10 +202,13 @@ class Pipeline:
         stop: list[str] | None = None,
         timer: StageTimer | None = None,
         ignore_eos: bool = False,
+        done=lambda result: None,
         **sampling,
     ) -> Iterator[str]:
         start = time.perf_counter()
         sampler = Sampler(self._sampling_params(sampling))  # bad arguments are refused before any work
+        stop = stop_list(stop)
+        check_max_new_tokens(max_new_tokens)
         timer = StageTimer() if timer is None else timer
         images = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
         text = self.prompt_text(prompt, messages, len(images))
@@ -201,7 +250,7 @@ class Pipeline:
             total_s=time.perf_counter() - start,
             kv_cache_bytes=self.decoder.cache.nbytes,
         )
-        self.last_result = GenerationResult(text.text, generated, stats, reason)
+        done(GenerationResult(text.text, generated, stats, reason))
 
     def attach_memory(self, inputs_embeds: np.ndarray, prepared: PreparedPrompt, image_embeds, timer: StageTimer):
         """Reset the decoder; for encoder-decoder models encode the prompt once, hand the decoder its
@@ -239,8 +288,6 @@ class Pipeline:
                 f"context is {limit}; shorten the prompt or use fewer images"
             )
         wanted = self.manifest.generation.max_new_tokens if max_new_tokens is None else int(max_new_tokens)
-        if wanted < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {wanted}")
         return min(wanted, limit - n)
 
     def _sampling_params(self, overrides: dict) -> SamplingParams:

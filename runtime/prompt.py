@@ -27,21 +27,80 @@ class PreparedPrompt:
 
 def render_messages(tokenizer, messages: list[dict], image_token: str, placeholder: str | None = None) -> tuple[str, int]:
     """Chat messages → prompt text via the model's template; returns (text, number of image items)."""
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        raise PromptError("messages must be a list of {'role': ..., 'content': ...} dicts")
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise PromptError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
     num_images = 0
-    for m in messages:
-        content = m.get("content")
-        items = [{"type": "text", "text": content}] if isinstance(content, str) else (content or [])
-        for item in items:
-            if item.get("type") == "image":
+    for i, m in enumerate(messages):
+        for where, text in _message_texts(m, f"messages[{i}]"):
+            if text is None:
                 num_images += 1
-            elif image_token in str(item.get("text", "")) or (placeholder and placeholder in str(item.get("text", ""))):
+            elif image_token in text or (placeholder and placeholder in text):
                 raise PromptError(
-                    f"message text contains the image placeholder {placeholder or image_token!r}; "
+                    f"{where} contains the image placeholder {placeholder or image_token!r}; "
                     "images go in as {'type': 'image'} items, text cannot create image slots"
                 )
-    return tokenizer.render_chat(messages), num_images
+    return tokenizer.render_chat(list(messages)), num_images
+
+
+def _message_texts(m, where: str):
+    """Check one message; yield (where, text) per text part and (where, None) per image item."""
+    if not isinstance(m, dict):
+        raise PromptError(f"{where} must be a dict with 'role' and 'content', got {type(m).__name__}")
+    if not isinstance(m.get("role"), str) or not m["role"]:
+        raise PromptError(f"{where} needs a 'role' string ('system', 'user' or 'assistant'), got {m.get('role')!r}")
+    content = m.get("content")
+    if isinstance(content, str):
+        yield f"{where}['content']", check_text(content, f"{where}['content']")
+        return
+    if not isinstance(content, (list, tuple)):
+        raise PromptError(f"{where}['content'] must be a string or a list of {{'type': 'text' | 'image'}} items, "
+                          f"got {type(content).__name__}")
+    for j, item in enumerate(content):
+        at = f"{where}['content'][{j}]"
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind == "image":
+            yield at, None
+        elif kind == "text" and isinstance(item.get("text"), str):
+            yield at, check_text(item["text"], f"{at}['text']")
+        else:
+            raise PromptError(f"{at} must be {{'type': 'image'}} or {{'type': 'text', 'text': '...'}}, got {item!r}"[:300])
+
+
+def check_text(text, name: str) -> str:
+    """A prompt string the tokenizer can take: str, and valid Unicode (no lone surrogates)."""
+    if not isinstance(text, str):
+        raise PromptError(f"{name} must be a string, got {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise PromptError(f"{name} holds an unpaired surrogate {text[e.start]!r} at character {e.start}, which is "
+                          "not valid Unicode; decode the text with errors='replace' first") from None
+    return text
+
+
+def user_turn(text: str, num_images: int, placeholders: tuple[str, ...], system: str | None = None) -> list[dict]:
+    """A plain question → chat messages: one user turn, the images first (as llama.cpp's mtmd-cli
+    and transformers' chat pipelines put them), or where ``text`` holds a placeholder per image."""
+    pieces = [text]
+    for mark in filter(None, placeholders):
+        pieces = [part for piece in pieces for part in _split_keep(piece, mark)]
+    marks = sum(1 for piece in pieces if piece is None)
+    if marks and marks != num_images:
+        raise PromptError(f"the prompt has {marks} image placeholder(s) but {num_images} image(s) were given; "
+                          "put one placeholder where each image belongs, or none to put the images first")
+    if not marks:
+        pieces = [None] * num_images + pieces
+    content = [{"type": "image"} if piece is None else {"type": "text", "text": piece} for piece in pieces if piece != ""]
+    turn = [{"role": "user", "content": content}]
+    return ([{"role": "system", "content": system}] if system else []) + turn
+
+
+def _split_keep(piece, mark: str) -> list:
+    """'a<image>b' → ['a', None, 'b']: None where the placeholder stood."""
+    if piece is None:
+        return [None]
+    parts = piece.split(mark)
+    return [x for part in parts for x in (part, None)][:-1]
 
 
 def prefix_image_placeholders(ids: np.ndarray, image_token_id: int, num_images: int) -> np.ndarray:

@@ -3,6 +3,8 @@ repetition penalty → temperature → top-k → top-p → sample (or argmax whe
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,7 @@ class SamplingParams:
     seed: int | None = None
 
     def __post_init__(self):
+        self._check_types()
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 (got {self.temperature}); use do_sample=False for greedy")
         if not 0 < self.top_p <= 1:
@@ -26,6 +29,28 @@ class SamplingParams:
             raise ValueError(f"top_k must be >= 0 (got {self.top_k}); 0 disables it")
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be > 0 (got {self.repetition_penalty})")
+
+
+    def _check_types(self) -> None:
+        """NaN passes every comparison and True is an int: refuse them by name, before any work."""
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            setattr(self, name, float(value))
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, numbers.Integral):
+            raise ValueError(f"top_k must be an integer (0 disables it), got {self.top_k!r}")
+        self.top_k = int(self.top_k)
+        if not isinstance(self.do_sample, (bool, np.bool_)):
+            raise ValueError(f"do_sample must be True or False, got {self.do_sample!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
+                                      or self.seed < 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {self.seed!r}")
+
+
+def check_max_new_tokens(value) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {value!r}")
 
 
 class Sampler:

@@ -7,6 +7,16 @@ so a stream never shows text that the final result does not contain.
 from __future__ import annotations
 
 
+def stop_list(stop) -> list[str] | None:
+    """``stop=``: None, one string, or a list of non-empty strings (a bare string is one stop, not its characters)."""
+    if stop is None:
+        return None
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, (list, tuple)) or not all(isinstance(x, str) and x for x in stops):
+        raise ValueError(f"stop must be a string or a list of non-empty strings, got {stop!r}")
+    return list(stops)
+
+
 class TextAssembler:
     def __init__(self, detok, stop: list[str]):
         if any(not s for s in stop):
@@ -35,3 +45,21 @@ class TextAssembler:
         piece = self.text[self.emitted :]
         self.emitted = len(self.text)
         return piece
+
+
+class TextStream:
+    """What ``Pipeline.stream`` returns: iterate it for text pieces; ``result`` once it is exhausted."""
+
+    def __init__(self):
+        self.pieces = iter(())
+        self.result = None  # GenerationResult
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        return next(self.pieces)
+
+    def close(self) -> None:
+        """Stop early: frees this generation's turn on the pipeline."""
+        self.pieces.close()

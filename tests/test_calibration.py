@@ -13,7 +13,7 @@ from PIL import Image
 
 from vlmforge.calibration import QuantizationError, calibrate, quantize_model, verify_model
 from vlmforge.calibration.cache import load_cache
-from vlmforge.calibration.calibrate import collect_feeds
+from vlmforge.calibration.calibrator import collect_feeds
 from vlmforge.calibration.fp16 import overflow_nodes
 from vlmforge.calibration.samples import load_samples, synthetic_images
 from vlmforge.calibration.weight_only import check_weight_only

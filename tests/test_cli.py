@@ -17,8 +17,7 @@ def test_export_run_profile(tiny_llava, tmp_path, capsys):
     assert "exported llava" in capsys.readouterr().out
     img = tmp_path / "cat.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(img)
-    prompt = "USER: <image>\\nWhat is in the picture? ASSISTANT:"
-    assert main(["run", str(out), "--image", str(img), "--prompt", prompt, "--max-new-tokens", "5"]) == 0
+    assert main(["run", str(out), "--image", str(img), "--prompt", "What is in the picture?", "--max-new-tokens", "5"]) == 0
     assert "5 tokens" in capsys.readouterr().err
     report = tmp_path / "profile.json"
     trace, plot = tmp_path / "trace.json", tmp_path / "where.png"
@@ -54,3 +53,47 @@ def test_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("vlmforge export: error:") and "Traceback" not in err
     assert main(["run", str(tmp_path), "--image", "x.png"]) == 2
     assert "manifest.json" in capsys.readouterr().err
+
+
+def _picture(tmp_path):
+    path = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _cli_text(capsys, args) -> str:
+    assert main(args) == 0
+    return capsys.readouterr().out.rstrip("\n")
+
+
+def test_plain_prompt_is_one_user_turn_of_the_chat_template(tiny_llava, tmp_path, capsys):
+    """--prompt is the question; the CLI renders it as transformers' chat pipelines do (images first)."""
+    from vlmforge.runtime import Pipeline
+
+    export, img = tiny_llava[1], _picture(tmp_path)
+    pipe = Pipeline.load(export)
+    turn = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What color is it?"}]}]
+    assert pipe.turn_prompt("What color is it?", 1) == "USER: <image>\nWhat color is it? ASSISTANT:"
+    expected = pipe.generate(messages=turn, images=[img], max_new_tokens=6).text
+    base = ["run", str(export), "--image", str(img), "--max-new-tokens", "6"]
+    assert _cli_text(capsys, base + ["--prompt", "What color is it?"]) == expected
+    raw = "USER: <image>\\nWhat color is it? ASSISTANT:"  # --raw: verbatim, as before
+    assert _cli_text(capsys, base + ["--raw", "--prompt", raw]) == expected
+    system = [{"role": "system", "content": "Be brief."}] + turn
+    assert pipe.turn_prompt("What color is it?", 1, "Be brief.") == "Be brief. USER: <image>\nWhat color is it? ASSISTANT:"
+    expected_sys = pipe.generate(messages=system, images=[img], max_new_tokens=6).text
+    assert _cli_text(capsys, base + ["--prompt", "What color is it?", "--system", "Be brief."]) == expected_sys
+    # a placeholder in the plain prompt says where the image goes inside the turn
+    assert pipe.turn_prompt("Look: <image> now say", 1) == "USER: Look: <image>\n now say ASSISTANT:"
+
+
+def test_prompt_errors_are_one_line(tiny_llava, tmp_path, capsys):
+    export, img = tiny_llava[1], _picture(tmp_path)
+    base = ["run", str(export), "--image", str(img), "--max-new-tokens", "2"]
+    for extra, says in [(["--raw"], "--raw sends --prompt verbatim"),
+                        (["--prompt", "<image> and <image>"], "2 image placeholder(s) but 1 image(s)"),
+                        (["--raw", "--prompt", "no placeholder"], "0 image placeholder(s)"),
+                        (["--temperature", "nan", "--sample"], "temperature must be a finite number")]:
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("vlmforge run: error:") and says in err and "\n" not in err, err

@@ -48,8 +48,8 @@ def test_failed_export_leaves_nothing(tiny_llava, tmp_path):
 
     model_dir = tmp_path / "broken"
     shutil.copytree(tiny_llava[0], model_dir)
-    (model_dir / "preprocessor_config.json").unlink()
-    with pytest.raises(FileNotFoundError, match="preprocessor_config.json"):
+    (model_dir / "processor_config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no image processor config"):
         export_model(model_dir, tmp_path / "out")
     assert list(tmp_path.iterdir()) == [model_dir]  # no out/, no temporary folder
 

@@ -21,6 +21,9 @@ from ..blip_2 import connector_graph as blip2_connector
 from .sanitize import is_original_layout, sanitize
 
 ARCHITECTURES = ("MiniGPT4", "Blip2ForConditionalGeneration")
+# the original checkpoints exist only as .pth state dicts: loaded with torch.load(weights_only=True),
+# whose restricted unpickler builds tensors and containers and refuses anything that could run code
+WEIGHTS_ONLY_PICKLE = True
 PLACEHOLDER = "<ImageHere>"
 SYSTEM = ("Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I provide it "
           "to you. Please answer my questions.")

@@ -3,13 +3,15 @@ graph saw (ranges, absolute maxima, INT8 noise per GEMM input) for ``quantize``.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..runtime.manifest import load_manifest
-from .cache import METHODS, CalibrationCache, GraphCalibration, default_cache_path
+from ..runtime.manifest import MANIFEST_NAME, load_manifest
+from .cache import CACHE_NAME, METHODS, CalibrationCache, GraphCalibration, default_cache_path
+from .cache import FORMAT as CACHE_FORMAT
 from .measure import GEMM_OPS, activation_sqnr, tensor_ranges
 from .precision import QuantizationError
 from .samples import SampleSet, load_samples
@@ -70,6 +72,8 @@ def calibrate(
     if quantised:
         raise QuantizationError(f"{root} is already quantised ({quantised}); calibrate the fp32 export it came from")
     require_decoder_only(manifest, "calibration")
+    path = Path(cache_path) if cache_path else default_cache_path(root)
+    _check_cache_path(path, root, manifest, images, prompts)
     samples = load_samples(images, prompts, num_samples)
     feeds = collect_feeds(root, samples, decode_steps)
     graphs = {}
@@ -82,9 +86,30 @@ def calibrate(
         method=method, graphs=graphs, samples=[f"{s.name} | {s.prompt}" for s in samples.samples],
         skipped_images=samples.skipped, decode_steps=decode_steps, source=samples.source,
     )
-    path = Path(cache_path) if cache_path else default_cache_path(root)
     cache.save(path)
     return CalibrationResult(cache, path, time.perf_counter() - start)
+
+
+def _check_cache_path(path: Path, root: Path, manifest, images, prompts) -> None:
+    """The cache replaces only an earlier cache: never a file of the export, an input or any other file."""
+    target = path.resolve()
+    protected = {(root / name).resolve(): "a file of the export" for name in [*manifest.artifacts, MANIFEST_NAME]}
+    if prompts:
+        protected[Path(prompts).resolve()] = "the prompts file"
+    if target in protected:
+        raise QuantizationError(f"--cache {path} is {protected[target]}; write the calibration cache to a new file")
+    if target.is_dir():
+        raise QuantizationError(f"--cache {path} is a folder; give a file name (e.g. {path / CACHE_NAME})")
+    if target.exists() and not _is_cache(target):
+        raise QuantizationError(f"--cache {path} exists and is not a vlmforge calibration cache; "
+                                "it would be overwritten — choose a new file name")
+
+
+def _is_cache(path: Path) -> bool:
+    try:
+        return json.loads(path.read_text()).get("format") == CACHE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _measure_graph(path: Path, feeds: list[dict], method: str, sha256: str) -> GraphCalibration:
