@@ -36,7 +36,8 @@ class VlmforgeCLIError(Exception):
 def cmd_export(args) -> int:
     from .export import export_model
 
-    manifest = export_model(args.model_dir, args.out, overwrite=args.overwrite, check=not args.no_check, lm_head=args.lm_head)
+    manifest = export_model(args.model_dir, args.out, overwrite=args.overwrite, check=not args.no_check, lm_head=args.lm_head,
+                            max_pixels=args.max_pixels)
     size = sum(a.bytes for a in manifest.artifacts.values())
     print(f"exported {manifest.family} ({manifest.architecture}) to {args.out}: "
           f"{len(manifest.artifacts)} artifacts, {size / 1e6:.1f} MB")
@@ -67,7 +68,8 @@ def cmd_run(args) -> int:
     prompt, images = _prompt_and_images(args, pipe)
     sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                     repetition_penalty=args.repetition_penalty, do_sample=args.sample or None)
-    for piece in pipe.stream(prompt, images=images, max_new_tokens=args.max_new_tokens, stop=args.stop, **sampling):
+    for piece in pipe.stream(prompt, images=images, max_new_tokens=args.max_new_tokens, stop=args.stop,
+                             max_pixels=args.max_pixels, **sampling):
         print(piece, end="", flush=True)
     print()
     s = pipe.last_result.stats
@@ -156,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--lm-head", default="full", choices=("full", "screened"),
                    help="screened: greedy's argmax decided exactly from an INT8 screen of the LM head (fewer bytes "
                         "per decode step; greedy only, ONNX Runtime only; README 'Screened LM head')")
+    e.add_argument("--max-pixels", type=int, help="native-resolution models (Qwen2-VL): the bound of the image budget "
+                   "(default: the processor's max_pixels); runs may ask for less")
     e.set_defaults(func=cmd_export)
 
     def runtime_args(q, max_new=64):
@@ -185,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--repetition-penalty", type=float)
     r.add_argument("--seed", type=int)
     r.add_argument("--stop", action="append", help="stop string; repeatable")
+    r.add_argument("--max-pixels", type=int, help="native-resolution models: this run's image budget (at most the export's)")
     r.set_defaults(func=cmd_run)
 
     f = sub.add_parser("profile", help="per-stage latency over several runs")

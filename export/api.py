@@ -6,6 +6,7 @@ error never leaves a half-written export behind (export/atomic.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,12 +28,15 @@ log = logging.getLogger("vlmforge.export")
 
 
 def export_model(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False, check: bool = True,
-                 lm_head: str = "full") -> Manifest:
+                 lm_head: str = "full", max_pixels: int | None = None) -> Manifest:
     """Export the checkpoint in ``model_dir`` into ``out_dir``; returns the manifest written.
 
     ``lm_head="screened"``: the LLM graph decides greedy's argmax exactly from an INT8 screen of its
     head (export/screened_head.py): ~27 % fewer bytes per decode step for a Qwen2-0.5B-sized model,
-    greedy decoding only, ONNX Runtime only."""
+    greedy decoding only, ONNX Runtime only.
+
+    ``max_pixels``: native-resolution models (Qwen2-VL): the image budget's bound, instead of the
+    processor's — calls may ask for less, never more."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only: never reach for a hub
     quiet_libraries()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -41,12 +45,14 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool 
     family = resolve(read_config(model_dir))
     check_output([model_dir], out_dir, overwrite)
     check_weights(model_dir, getattr(family, "WEIGHT_FOLDERS", ("",)), getattr(family, "WEIGHTS_ONLY_PICKLE", False))
-    return write_atomically(out_dir, lambda tmp: _export_into(family, model_dir, tmp, check, lm_head))
+    return write_atomically(out_dir, lambda tmp: _export_into(family, model_dir, tmp, check, lm_head, max_pixels))
 
 
-def _export_into(family, model_dir: Path, tmp: Path, check: bool, lm_head: str) -> Manifest:
+def _export_into(family, model_dir: Path, tmp: Path, check: bool, lm_head: str, max_pixels) -> Manifest:
     start = time.perf_counter()
     fam = family.prepare(model_dir)
+    if max_pixels is not None:
+        fam.image.preprocess = _with_budget(fam.image.preprocess, max_pixels, fam.family)
     graphs = {}
     for g in fam.graphs:
         path = tmp / f"{g.name}.onnx"
@@ -84,6 +90,13 @@ def _export_into(family, model_dir: Path, tmp: Path, check: bool, lm_head: str) 
     (tmp / MANIFEST_NAME).write_text(manifest.to_json())
     log.info("exported %s in %.1f s", fam.family, time.perf_counter() - start)
     return manifest
+
+
+def _with_budget(spec, max_pixels: int, family: str):
+    if spec.scheme != "native":
+        raise ValueError(f"--max-pixels bounds a native-resolution model's image budget; {family} tiles its images "
+                         f"({spec.scheme!r} preprocessing) — leave it out")
+    return dataclasses.replace(spec, max_pixels=int(max_pixels))  # PreprocessSpec checks the value
 
 
 def quiet_libraries() -> None:

@@ -24,7 +24,9 @@ def cache_names(num_layers: int) -> tuple[list[str], list[str]]:
     return past, present
 
 
-def decoder_graph(language_model: torch.nn.Module, lm_head: torch.nn.Module, text_config) -> GraphExport:
+def decoder_graph(language_model: torch.nn.Module, lm_head: torch.nn.Module, text_config,
+                  position_rows: int = 1) -> GraphExport:
+    """``position_rows`` 3: M-RoPE's (temporal, height, width) position_ids (3, b, s) instead of (b, s)."""
     num_layers, kv_heads, head_dim = kv_layout(text_config)
     use_grouped_attention(language_model.config)  # no repeat_kv copy of the cache in the graph
     # batch 2, seq 3, past 4: torch.export specialises sizes 0 and 1, so examples avoid them
@@ -32,12 +34,14 @@ def decoder_graph(language_model: torch.nn.Module, lm_head: torch.nn.Module, tex
     embeds = torch.randn(batch, seq, text_config.hidden_size)
     mask = torch.ones(batch, past + seq, dtype=torch.int64)
     positions = torch.arange(past, past + seq, dtype=torch.int64).expand(batch, seq).contiguous()
+    if position_rows > 1:
+        positions = positions.expand(position_rows, batch, seq).contiguous()
     cache = tuple(torch.randn(batch, kv_heads, past, head_dim) for _ in range(2 * num_layers))
     past_names, present_names = cache_names(num_layers)
     dims = {
         "inputs_embeds": {0: "batch", 1: "sequence"},
         "attention_mask": {0: "batch", 1: "total_sequence"},
-        "position_ids": {0: "batch", 1: "sequence"},
+        "position_ids": {0: "batch", 1: "sequence"} if position_rows == 1 else {1: "batch", 2: "sequence"},
         **{n: {0: "batch", 2: "past_sequence"} for n in past_names},
     }
     return GraphExport(

@@ -41,10 +41,12 @@ _CORPUS = [
 ]
 
 
-def train_tokenizer(vocab_size: int = 400, corpus: list[str] | None = None, extra_special: tuple = ()):
+def train_tokenizer(vocab_size: int = 400, corpus: list[str] | None = None, extra_special: tuple = (),
+                    named_tokens: dict | None = None, chat_template: str = LLAVA_CHAT_TEMPLATE):
     """A byte-level BPE whose post-processor prepends ``<s>`` like Llama's; returns a transformers tokenizer.
 
-    ``corpus`` is the training text (default: the small built-in multilingual one)."""
+    ``corpus`` is the training text (default: the small built-in multilingual one); ``named_tokens``
+    the tokenizer's named special tokens (default: ``image_token`` = ``<image>``)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -68,8 +70,8 @@ def train_tokenizer(vocab_size: int = 400, corpus: list[str] | None = None, extr
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<pad>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
-        chat_template=LLAVA_CHAT_TEMPLATE,
+        extra_special_tokens=named_tokens or {"image_token": IMAGE_TOKEN},
+        chat_template=chat_template,
     )
 
 

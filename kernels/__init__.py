@@ -4,7 +4,7 @@ its resampling and normalisation in C (compiled at first use, byte-identical, th
 C compiler is present); ``kernels.cuda`` runs the same placements on a GPU.
 
 Schemes: ``fixed`` (CLIP / LLaVA-1.5), ``anyres`` (LLaVA-NeXT), ``hd`` (InternLM-XComposer2-4KHD),
-``patches`` (Fuyu). Each is (output_shape_fn, kernel_fn); the kernel writes into a preallocated
+``patches`` (Fuyu), ``native`` (Qwen2-VL). Each is (output_shape_fn, kernel_fn); the kernel writes into a preallocated
 output and returns the ``TileLayout`` the prompt builder needs.
 """
 
@@ -18,6 +18,7 @@ from .anyres import anyres_num_image_tokens, anyres_output_shape, anyres_tiles, 
 from .fixed import fixed_output_shape, fixed_tiles
 from .hd import hd_output_shape, hd_tiles
 from .images import check_image_size, prepare_image
+from .native import native_geometry, native_output_shape, native_tiles
 from .patches import patches_output_shape, patches_tiles
 from .spec import PreprocessSpec, TileLayout
 
@@ -34,6 +35,7 @@ __all__ = [
     "resolve_backend",
     "tile_and_patchify",
     "tile_output_shape",
+    "vision_geometry",
 ]
 
 _SCHEMES = {
@@ -41,6 +43,7 @@ _SCHEMES = {
     "anyres": (anyres_output_shape, anyres_tiles),
     "hd": (hd_output_shape, hd_tiles),
     "patches": (patches_output_shape, patches_tiles),
+    "native": (native_output_shape, native_tiles),
 }
 _DTYPES = (np.float32, np.float16)
 BACKENDS = ("auto", "c", "numpy")
@@ -120,3 +123,9 @@ def tile_and_patchify(image: np.ndarray, spec: PreprocessSpec, dtype=np.float32,
                          "allocate it with tile_output_shape(image.shape[:2], spec)")
     layout = kernel(image, spec, out, backend)
     return out, layout
+
+
+def vision_geometry(layout: TileLayout, spec: PreprocessSpec) -> dict[str, np.ndarray]:
+    """Host-computed inputs the vision graph takes beside the pixels (rotary positions of a
+    native-resolution grid …); empty for schemes whose graph needs none."""
+    return native_geometry(layout, spec) if spec.scheme == "native" else {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-SCHEMES = ("fixed", "anyres", "hd", "patches")
+SCHEMES = ("fixed", "anyres", "hd", "patches", "native")
 RESIZE_MODES = ("shortest_edge", "exact", "none")
 
 
@@ -33,6 +33,10 @@ class PreprocessSpec:
 
     patches (Fuyu): shrink to fit ``size`` = [h, w] (never enlarge), pad right/bottom with
     ``background`` to a multiple of ``patch_size``, cut row-major (patch_size² · 3) vectors.
+
+    native (Qwen2-VL): ``smart_resize`` to multiples of patch_size × merge_size with the area in
+    [``min_pixels``, ``max_pixels``] (the image-token budget), patches flattened (c, t, y, x) in
+    merge-window order, the image repeated ``temporal_patch_size`` times (kernels/native.py).
     """
 
     scheme: str = "fixed"
@@ -54,6 +58,10 @@ class PreprocessSpec:
     merge_size: int = 1  # hd: tokens merged per side (2×2 → 2) before the LLM
     max_tiles: int = 25  # hd: hd_num, the most local tiles
     image_newline: bool = True  # a newline token ends every row of image tokens
+    min_pixels: int = 56 * 56  # native: the resized area's bounds (the image-token budget)
+    max_pixels: int = 28 * 28 * 1280
+    temporal_patch_size: int = 2  # native: frames per patch (an image is repeated to fill them)
+    window_size: int = 0  # native: Qwen2.5-VL's attention window side in pixels (0: no windowed layers)
 
     def __post_init__(self):
         from .resample import filter_name
@@ -79,6 +87,12 @@ class PreprocessSpec:
             pins = self.grid_pinpoints or []
             if not pins or any(len(r) != 2 or r[0] % t or r[1] % t or min(r) <= 0 for r in pins):
                 raise ValueError(f"anyres needs grid_pinpoints [[h, w], ...] that are positive multiples of tile_size {t}; got {pins}")
+        if self.scheme == "native" and not (0 < self.min_pixels <= self.max_pixels and self.temporal_patch_size >= 1):
+            raise ValueError(f"native needs 0 < min_pixels <= max_pixels and temporal_patch_size >= 1; got "
+                             f"{self.min_pixels}, {self.max_pixels}, {self.temporal_patch_size}")
+        if self.scheme == "native" and self.max_pixels < (p * self.merge_size) ** 2:
+            raise ValueError(f"max_pixels {self.max_pixels} is below one merge window "
+                             f"({p * self.merge_size}×{p * self.merge_size} pixels); raise it")
         if self.scheme == "hd" and self.max_tiles < 1:
             raise ValueError(f"hd needs max_tiles >= 1, got {self.max_tiles}")
         if self.scheme == "patches":

@@ -23,6 +23,7 @@ VERSION = 1
 LM_HEADS = ("full", "screened")  # LLMSpec.head
 MANIFEST_NAME = "manifest.json"
 PLACEMENTS = ("inline", "prefix", "memory")
+POSITION_SCHEMES = ("consecutive", "mrope")  # runtime/positions/
 
 
 @dataclass
@@ -70,6 +71,23 @@ class Capabilities:
 
 
 @dataclass
+class PositionSpec:
+    """How the LLM graph's position_ids are built (runtime/positions/).
+
+    consecutive: (1, seq) 0, 1, 2 …; mrope (Qwen2-VL): (3, 1, seq) temporal / row / column rows —
+    text advances all three together, an image's tokens take their (t, row, column) in its token
+    grid (the patch grid over ``spatial_merge_size``) from where the text stood, and the text
+    after it resumes past the image's largest position."""
+
+    scheme: str = "consecutive"
+    spatial_merge_size: int = 1
+
+    def __post_init__(self):
+        if self.scheme not in POSITION_SCHEMES:
+            raise ManifestError(f"unknown position scheme {self.scheme!r}; this runtime knows {POSITION_SCHEMES}")
+
+
+@dataclass
 class LLMSpec:
     num_layers: int
     num_kv_heads: int
@@ -81,6 +99,11 @@ class LLMSpec:
     # "full": the graph's logits are the FP32 head's; "screened" (export --lm-head screened): only
     # argmax(logits) is exact — greedy decoding only (export/screened_head.py)
     head: str = "full"
+    positions: PositionSpec = field(default_factory=PositionSpec)
+
+    def __post_init__(self):
+        if isinstance(self.positions, dict):
+            self.positions = parse(PositionSpec, self.positions, "manifest.llm.positions")
 
 
 @dataclass

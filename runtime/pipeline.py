@@ -17,7 +17,10 @@ from .decode import generate_tokens, prefill
 from .errors import PromptError, VlmforgeError
 from .features import pack_image_features
 from .images import load_image
+from ..kernels import PreprocessSpec, TileLayout, vision_geometry
+from .budget import call_spec
 from .manifest import Manifest, load_manifest
+from .positions import Positions, plan_positions
 from .preprocess import choose_preprocess
 from .prompt import PreparedPrompt, expand_image_slots, prefix_image_placeholders, check_text, render_messages, user_turn
 from .sampling import Sampler, SamplingParams, check_max_new_tokens
@@ -89,14 +92,22 @@ class Pipeline:
         """One image (path / PIL / array) → its embeddings (num_image_tokens, hidden).
 
         ``prompt_text`` feeds connectors that read the instruction too (``connector_text_inputs``)."""
+        return self._encode(image, timer, prompt_text)[0]
+
+    def _encode(self, image, timer: StageTimer, prompt_text: str = "", spec: PreprocessSpec | None = None):
+        """→ (embeddings, the kernel's layout: its grid places the image's tokens for the position scheme).
+        ``spec``: this call's preprocessing (a smaller image budget), default the export's."""
+        spec = spec or self.manifest.image.preprocess
         with timer("image_decode"):
-            rgb = load_image(image, self.manifest.image.preprocess.max_input_pixels)
+            rgb = load_image(image, spec.max_input_pixels)
         with timer("preprocess", self.preprocess):
-            pixels, layout = self.preprocess(rgb)
+            pixels, layout = self.preprocess(rgb, spec)
         features = pixels  # no vision graph: the patches are the features (Fuyu)
         if self.vision is not None:
+            # the geometry a native-resolution tower needs (rotary positions …) comes from the grid, on the host
+            feeds = {"pixel_values": pixels, **vision_geometry(layout, spec)}
             with timer("vision", self.vision):
-                features = self.vision.run({"pixel_values": pixels})["image_features"]
+                features = self.vision.run(feeds)["image_features"]
         embeds = features  # no connector: the decoder reads vision features directly (BLIP)
         if self.connector is not None:
             feeds = {"image_features": features}
@@ -104,10 +115,9 @@ class Pipeline:
                 feeds.update(self.connector_text_feeds(prompt_text, features.shape[0]))
             with timer("connector", self.connector):
                 embeds = self.connector.run(feeds)["image_embeds"]
-        embeds = pack_image_features(embeds, rgb.shape[:2], self.manifest.image.preprocess, self.image_newline,
-                                     self.view_separator)
+        embeds = pack_image_features(embeds, rgb.shape[:2], spec, self.image_newline, self.view_separator)
         assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
-        return embeds
+        return embeds, layout
 
     def connector_text_feeds(self, text: str, num_tiles: int) -> dict[str, np.ndarray]:
         """The prompt in the connector's own vocabulary: (tiles, length) ids and mask."""
@@ -202,6 +212,7 @@ class Pipeline:
         stop: list[str] | None = None,
         timer: StageTimer | None = None,
         ignore_eos: bool = False,
+        max_pixels: int | None = None,
         done=lambda result: None,
         **sampling,
     ) -> Iterator[str]:
@@ -209,21 +220,25 @@ class Pipeline:
         sampler = Sampler(self._sampling_params(sampling))  # bad arguments are refused before any work
         stop = stop_list(stop)
         check_max_new_tokens(max_new_tokens)
+        spec = call_spec(self.manifest.image.preprocess, max_pixels)  # this call's image budget
         timer = StageTimer() if timer is None else timer
         images = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
         text = self.prompt_text(prompt, messages, len(images))
-        image_embeds = [self.encode_image(img, timer, text) for img in images]
+        encoded = [self._encode(img, timer, text, spec) for img in images]
+        image_embeds = [e for e, _ in encoded]
         prepared = self.prepare_prompt(text, None, len(images), [e.shape[0] for e in image_embeds])
         max_new = self._budget(prepared, max_new_tokens)
         with timer("merge"):
             inputs_embeds = self.merge(prepared, image_embeds)
         inputs_embeds, decoder_ids = self.attach_memory(inputs_embeds, prepared, image_embeds, timer)
-        logits = prefill(self.decoder, inputs_embeds, timer)
+        positions = self.positions(len(decoder_ids), prepared, [layout for _, layout in encoded])
+        logits = prefill(self.decoder, inputs_embeds, timer, positions)
         # ignore_eos: profiling decodes exactly max_new_tokens, like benchmark harnesses do
         eos = set() if ignore_eos else set(self.manifest.tokenizer.eos_token_ids)
         text = TextAssembler(self.tokenizer.stream(), self.manifest.generation.stop_strings if stop is None else stop)
         generated, ttft, reason = [], 0.0, "length"
-        for token in generate_tokens(self.decoder, self.embed_table, logits, decoder_ids, sampler, max_new, eos, timer):
+        for token in generate_tokens(self.decoder, self.embed_table, logits, decoder_ids, sampler, max_new, eos, timer,
+                                     positions):
             ttft = ttft or time.perf_counter() - start
             generated.append(token)
             if token in eos:
@@ -245,12 +260,21 @@ class Pipeline:
             gpu_stages=dict(timer.gpu_times),
             num_prompt_tokens=len(prepared.input_ids),
             num_image_tokens=prepared.num_image_tokens,
+            image_tokens=[count for _, count in prepared.image_slots],
             num_generated_tokens=len(generated),
             ttft_s=ttft,
             total_s=time.perf_counter() - start,
             kv_cache_bytes=self.decoder.cache.nbytes,
         )
         done(GenerationResult(text.text, generated, stats, reason))
+
+    def positions(self, seq_len: int, prepared: PreparedPrompt, layouts: list[TileLayout]) -> Positions:
+        """The prefill's position_ids and where decoding continues, by the manifest's scheme."""
+        spec = self.manifest.llm.positions
+        m = spec.spatial_merge_size
+        grids = [(1, layout.grid[0] // m, layout.grid[1] // m) for layout in layouts]
+        slots = prepared.image_slots if seq_len == len(prepared.input_ids) else []  # encoder-decoder: start token only
+        return plan_positions(spec, seq_len, slots, grids)
 
     def attach_memory(self, inputs_embeds: np.ndarray, prepared: PreparedPrompt, image_embeds, timer: StageTimer):
         """Reset the decoder; for encoder-decoder models encode the prompt once, hand the decoder its

@@ -54,14 +54,16 @@ class CpuPreprocess:
         self.kernel = resolve_backend("auto")  # "c" or "numpy", reported in the profile's environment
         self.buffer: np.ndarray | None = None
 
-    def __call__(self, rgb: np.ndarray):
+    def __call__(self, rgb: np.ndarray, spec: PreprocessSpec | None = None):
+        """``spec``: this call's variant of the export's (a smaller image-token budget)."""
+        spec = spec or self.spec
         if not self.reuse:
-            return tile_and_patchify(rgb, self.spec, backend=self.kernel)
-        rgb = prepare_image(rgb, self.spec.max_input_pixels)
-        shape = tile_output_shape(rgb.shape[:2], self.spec)
+            return tile_and_patchify(rgb, spec, backend=self.kernel)
+        rgb = prepare_image(rgb, spec.max_input_pixels)
+        shape = tile_output_shape(rgb.shape[:2], spec)
         if self.buffer is None or self.buffer.shape != shape:
             self.buffer = np.empty(shape, dtype=np.float32)
-        return tile_and_patchify(rgb, self.spec, backend=self.kernel, out=self.buffer)
+        return tile_and_patchify(rgb, spec, backend=self.kernel, out=self.buffer)
 
 
 class GpuPreprocess:
@@ -82,8 +84,11 @@ class GpuPreprocess:
         """GPU time of the last call's kernels (what the profile reports as preprocess GPU time)."""
         return self.tiler.last_gpu_s
 
-    def __call__(self, rgb: np.ndarray):
+    def __call__(self, rgb: np.ndarray, spec: PreprocessSpec | None = None):
         from .cuda import DeviceArray
 
+        if spec is not None and spec != self.tiler.spec:
+            raise VlmforgeError("a per-call image budget (max_pixels=) runs on the CPU kernel only for now; "
+                                "load with preprocess='cpu'")
         ptr, shape, layout = self.tiler.on_device(rgb)  # synchronised: ready for any stream
         return DeviceArray(ptr, shape, self.dtype), layout

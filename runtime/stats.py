@@ -61,6 +61,7 @@ class GenerationStats:
     gpu_stages: dict[str, list[float]] = field(default_factory=dict)  # stage → CUDA-event seconds per call (GPU engines)
     num_prompt_tokens: int = 0
     num_image_tokens: int = 0
+    image_tokens: list[int] = field(default_factory=list)  # per image, in prompt order
     num_generated_tokens: int = 0
     ttft_s: float = 0.0  # start of generate → first generated token chosen
     total_s: float = 0.0
@@ -87,6 +88,7 @@ class GenerationStats:
             "decode_step_s": list(self.stages.get("decode", [])),
             "num_prompt_tokens": self.num_prompt_tokens,
             "num_image_tokens": self.num_image_tokens,
+            "image_tokens": list(self.image_tokens),
             "num_generated_tokens": self.num_generated_tokens,
             "ttft_s": self.ttft_s,
             "total_s": self.total_s,

@@ -48,6 +48,9 @@ def _plans(hw, spec: PreprocessSpec):
     if spec.scheme == "hd":
         pl, canvas = hd_plan(hw, spec)
         return [pl], hd_output_shape(hw, spec), hd_layout(canvas, spec), canvas
+    if spec.scheme == "native":
+        raise ValueError("the CUDA kernel does not run the native (Qwen2-VL) scheme yet; use preprocess='cpu' "
+                         "(--preprocess cpu)")
     pl, _, _ = patches_plan(hw, spec)
     return [pl], patches_output_shape(hw, spec), patches_layout(hw, spec), None
 

@@ -1,0 +1,122 @@
+"""The Qwen2-VL line — Qwen2-VL (``Qwen2VLForConditionalGeneration``) and Qwen2.5-VL
+(``Qwen2_5_VLForConditionalGeneration``): native-resolution ViT with 2-D rotary positions →
+patch merger (2×2 patches per token) → Qwen2 decoder with M-RoPE. Qwen2.5-VL's tower has RMSNorm,
+gated MLPs and windowed attention outside its ``fullatt_block_indexes`` layers (vision.py).
+
+Graphs: vision = the tower over one image's patches, taking the host-computed ``rotary_pos_ids``
+(vision.py); connector = the patch merger; llm = the decoder with KV cache and (3, batch, seq)
+position_ids. Images: the ``native`` kernel scheme (smart_resize inside [min_pixels, max_pixels],
+patches in merge-window order). Positions: the manifest declares ``mrope``; the runtime builds
+them from each image's token grid (runtime/positions/mrope.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ....kernels.native import native_geometry
+from ....kernels.spec import PreprocessSpec, TileLayout
+from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec, PositionSpec
+from ...decoder import decoder_graph, kv_layout
+from ...graphs import Connector
+from ...onnx_export import GraphExport
+from ...preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, read_processor_config
+from ..base import FamilyExport, load_pretrained
+from .vision import NativeVision, WindowedVision
+
+ARCHITECTURES = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
+MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
+IMAGE_TOKEN = "<|image_pad|>"
+STOP_STRINGS = ["<|im_end|>"]
+
+
+def load(model_dir: Path):
+    import json
+
+    import transformers
+
+    model_type = json.loads((Path(model_dir) / "config.json").read_text()).get("model_type")
+    return load_pretrained(getattr(transformers, MODEL_CLASSES[model_type]), model_dir)
+
+
+def native_spec(proc: dict, vision_config) -> PreprocessSpec:
+    """The processor's budget and patching: ``size`` {shortest_edge, longest_edge} (transformers 5)
+    or ``min_pixels`` / ``max_pixels`` (hub checkpoints)."""
+    size = proc.get("size") or {}
+    mean = proc.get("image_mean", OPENAI_CLIP_MEAN)
+    return PreprocessSpec(
+        scheme="native",
+        resize="none",
+        resample=proc.get("resample", 3),
+        rescale_factor=float(proc.get("rescale_factor", 1 / 255)) if proc.get("do_rescale", True) else 1.0,
+        do_normalize=bool(proc.get("do_normalize", True)),
+        mean=[float(m) for m in mean],
+        std=[float(s) for s in proc.get("image_std", OPENAI_CLIP_STD)],
+        patch_size=int(proc.get("patch_size", vision_config.patch_size)),
+        merge_size=int(proc.get("merge_size", vision_config.spatial_merge_size)),
+        temporal_patch_size=int(proc.get("temporal_patch_size", vision_config.temporal_patch_size)),
+        min_pixels=int(proc.get("min_pixels") or size.get("shortest_edge") or 56 * 56),
+        max_pixels=int(proc.get("max_pixels") or size.get("longest_edge") or 28 * 28 * 1280),
+        window_size=int(getattr(vision_config, "window_size", 0) or 0),
+        image_newline=False,
+    )
+
+
+def vision_graph(model, spec: PreprocessSpec) -> GraphExport:
+    # a 4×6 grid of patches (two merge windows down, three across): sizes torch.export won't specialise
+    grid = (4, 6)
+    pixels = torch.randn(grid[0] * grid[1], 3 * spec.temporal_patch_size * spec.patch_size**2)
+    geometry = native_geometry(TileLayout(grid[0] * grid[1], (0, 0), 0, grid), spec)  # rotary_pos_ids [, window_ids]
+    visual = model.model.visual
+    if spec.window_size:
+        module = WindowedVision(visual, visual.config.fullatt_block_indexes)
+    else:
+        module = NativeVision(visual)
+    return GraphExport(
+        name="vision",
+        module=module.eval(),
+        example_inputs=(pixels, *(torch.from_numpy(a) for a in geometry.values())),
+        input_names=["pixel_values", *geometry],
+        output_names=["image_features"],
+        dims={name: {0: "num_patches"} for name in ["pixel_values", *geometry]},
+    )
+
+
+def connector_graph(model, features: torch.Tensor) -> GraphExport:
+    return GraphExport(
+        name="connector",
+        module=Connector(model.model.visual.merger).eval(),  # the patch merger: 2×2 patches → one token
+        example_inputs=(features,),
+        input_names=["image_features"],
+        output_names=["image_embeds"],
+        dims={"image_features": {0: "num_patches"}},
+    )
+
+
+def prepare(model_dir: Path) -> FamilyExport:
+    model = load(model_dir)
+    config = model.config
+    spec = native_spec(read_processor_config(model_dir), config.vision_config)
+    vision = vision_graph(model, spec)
+    with torch.no_grad():
+        features = vision.module(*vision.example_inputs).contiguous()
+    text = config.text_config
+    num_layers, kv_heads, head_dim = kv_layout(text)
+    embed = model.get_input_embeddings().weight.detach()
+    llm = decoder_graph(model.model.language_model, model.lm_head, text, position_rows=3)
+    return FamilyExport(
+        family=config.model_type,
+        architecture=type(model).__name__,
+        graphs=[vision, connector_graph(model, features), llm],
+        embed_tokens=embed,
+        image=ImageSpec(image_token=IMAGE_TOKEN, image_token_id=int(config.image_token_id), preprocess=spec),
+        llm=LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
+                    vocab_size=embed.shape[0], max_context=int(text.max_position_embeddings),
+                    positions=PositionSpec("mrope", spatial_merge_size=spec.merge_size)),
+        capabilities=Capabilities(uses_mrope=True),
+        source_config=config.to_dict(),
+        stop_strings=list(STOP_STRINGS),
+    )
+

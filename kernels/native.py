@@ -1,0 +1,93 @@
+"""The ``native`` scheme (Qwen2-VL / Qwen2.5-VL): the picture at (nearly) its own resolution.
+
+Mirrors ``Qwen2VLImageProcessorPil``: ``smart_resize`` picks the size — both sides multiples of
+``patch_size · merge_size`` (28 px for Qwen2/2.5), the area inside [``min_pixels``, ``max_pixels``],
+the aspect ratio kept as closely as it allows — the image is resized to it once (PIL bicubic,
+as the processor does), rescaled and normalised, and cut into patches flattened (c, t, y, x), the
+image repeated ``temporal_patch_size`` times along t, the patches ordered merge window by merge
+window (``patchify``). Output (grid_h · grid_w, 3 · t · p · p); each merge window of
+``merge_size²`` patches becomes one LLM token.
+
+The vision graph's geometry comes from the grid, on the host (``native_geometry``): the rotary
+(row, column) of every patch in the same merge-window order (``get_vision_position_ids``) and,
+for Qwen2.5-VL's windowed layers, the attention window of every patch (``get_vision_window_index``:
+windows of ``window_size`` pixels over the token grid, the last row / column of windows partial).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .plan import Placement, Tile, normalise_lut, run_placement
+from .spec import PreprocessSpec, TileLayout
+
+
+def smart_resize(h: int, w: int, spec: PreprocessSpec, max_pixels: int | None = None) -> tuple[int, int]:
+    """transformers' ``smart_resize`` with factor = patch · merge; ``max_pixels`` overrides the spec's."""
+    factor = spec.patch_size * spec.merge_size
+    lo, hi = spec.min_pixels, spec.max_pixels if max_pixels is None else max_pixels
+    if max(h, w) / min(h, w) > 200:
+        raise ValueError(f"a {h}×{w} image has an aspect ratio over 200 (the processor's limit); crop it first")
+    rh, rw = round(h / factor) * factor, round(w / factor) * factor
+    if rh * rw > hi:
+        beta = math.sqrt(h * w / hi)
+        rh, rw = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
+    elif rh * rw < lo:
+        beta = math.sqrt(lo / (h * w))
+        rh, rw = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
+    return rh, rw
+
+
+def native_plan(image_hw: tuple[int, int], spec: PreprocessSpec) -> Placement:
+    rh, rw = smart_resize(*image_hw, spec)
+    return Placement((rh, rw), (0, 0), (Tile(0, 0, 0, rh, rw),))
+
+
+def native_layout(image_hw: tuple[int, int], spec: PreprocessSpec) -> TileLayout:
+    """grid (rows, cols) of patches; one token per merge window."""
+    rh, rw = smart_resize(*image_hw, spec)
+    gh, gw = rh // spec.patch_size, rw // spec.patch_size
+    return TileLayout(gh * gw, (rh, rw), gh * gw // spec.merge_size**2, (gh, gw))
+
+
+def native_output_shape(image_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[int, int]:
+    layout = native_layout(image_hw, spec)
+    return (layout.num_tiles, 3 * spec.temporal_patch_size * spec.patch_size**2)
+
+
+def native_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray, backend: str = "numpy") -> TileLayout:
+    """Resize + normalise into a (3, H, W) canvas (C or NumPy), then lay it out as patches."""
+    pl = native_plan(image.shape[:2], spec)
+    canvas = np.empty((1, 3, *pl.resized_hw), dtype=out.dtype)
+    run_placement(image, pl, spec, canvas, normalise_lut(spec, out.dtype), backend)
+    patchify_into(canvas[0], spec, out)
+    return native_layout(image.shape[:2], spec)
+
+
+def patchify_into(chw: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> None:
+    """(3, H, W) → out (gh·gw, 3·t·p·p) in merge-window order, the frame repeated t times."""
+    c, height, width = chw.shape
+    p, m, t = spec.patch_size, spec.merge_size, spec.temporal_patch_size
+    gh, gw = height // p, width // p
+    windows = chw.reshape(c, gh // m, m, p, gw // m, m, p).transpose(1, 4, 2, 5, 0, 3, 6)  # (gh/m, gw/m, m, m, c, p, p)
+    out.reshape(gh // m, gw // m, m, m, c, t, p, p)[:] = windows[:, :, :, :, :, None]
+
+
+def native_geometry(layout: TileLayout, spec: PreprocessSpec) -> dict[str, np.ndarray]:
+    """The vision graph's host-side inputs: ``rotary_pos_ids`` (patches, 2) int64 — the (row, column)
+    of every patch, in the patches' merge-window order."""
+    gh, gw = layout.grid
+    m = spec.merge_size
+    rows, cols = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+    blocks = (gh // m, m, gw // m, m)
+    rows = rows.reshape(blocks).transpose(0, 2, 1, 3).reshape(-1)
+    cols = cols.reshape(blocks).transpose(0, 2, 1, 3).reshape(-1)
+    feeds = {"rotary_pos_ids": np.stack([rows, cols], axis=1).astype(np.int64)}
+    if spec.window_size:
+        side = spec.window_size // m // spec.patch_size  # tokens per window side
+        across = -(-(gw // m) // side)  # windows per row of windows
+        window = (rows // m // side) * across + cols // m // side
+        feeds["window_ids"] = window.astype(np.int64)
+    return feeds

@@ -1,0 +1,23 @@
+"""Position ids for the LLM graph, as the manifest declares them (``llm.positions``).
+
+Each scheme is a small module that turns a prepared prompt (and the token grid of each image)
+into the prefill's position_ids and says where decoding continues; the decode loop only calls
+``Positions.prefill`` and ``Positions.decode`` and never knows which scheme it runs.
+"""
+
+from __future__ import annotations
+
+from ..manifest import PositionSpec
+from . import consecutive, mrope
+from .base import Positions
+
+_SCHEMES = {"consecutive": consecutive.plan, "mrope": mrope.plan}
+
+
+def plan_positions(spec: PositionSpec, seq_len: int, image_slots: list[tuple[int, int]],
+                   token_grids: list[tuple[int, int, int]]) -> Positions:
+    """``image_slots``: (first position, count) per image; ``token_grids``: its (t, rows, cols) of LLM tokens."""
+    return _SCHEMES[spec.scheme](seq_len, image_slots, token_grids)
+
+
+__all__ = ["Positions", "plan_positions"]

@@ -1,0 +1,30 @@
+"""M-RoPE (Qwen2-VL): three position rows — temporal, row, column.
+
+As ``Qwen2VLModel.get_rope_index``: text advances all three rows together; an image's tokens,
+laid out over its (t, rows, cols) token grid in row-major order, take start + t, start + row and
+start + column; the text after it resumes at start + max(rows, cols). Decoding continues at
+``cache tokens + delta`` with delta = max position + 1 − prompt length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Positions
+
+
+def plan(seq_len: int, image_slots: list[tuple[int, int]], token_grids: list[tuple[int, int, int]]) -> Positions:
+    ids = np.empty((3, seq_len), dtype=np.int64)
+    cursor, pos = 0, 0  # next token index, next text position
+    for (start, count), (t, rows, cols) in zip(image_slots, token_grids):
+        if t * rows * cols != count:
+            raise ValueError(f"an image's token grid {t}×{rows}×{cols} does not fill its {count} slots")
+        ids[:, cursor:start] = np.arange(pos, pos + start - cursor)
+        pos += start - cursor
+        tt, rr, cc = np.meshgrid(np.arange(t), np.arange(rows), np.arange(cols), indexing="ij")
+        ids[:, start : start + count] = np.stack([tt, rr, cc]).reshape(3, -1) + pos
+        pos += max(rows, cols)
+        cursor = start + count
+    ids[:, cursor:] = np.arange(pos, pos + seq_len - cursor)
+    delta = int(ids.max()) + 1 - seq_len if seq_len else 0
+    return Positions(ids[:, None, :], delta)

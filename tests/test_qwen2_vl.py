@@ -1,0 +1,164 @@
+"""The Qwen2-VL line (Qwen2-VL, Qwen2.5-VL with windowed attention): the native-resolution kernel
+against Qwen2VLImageProcessorPil, each graph against its torch module, greedy tokens against
+transformers' generate with M-RoPE positions, and the image-token budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vlmforge.kernels import tile_and_patchify, vision_geometry
+from vlmforge.runtime import Pipeline, PromptError
+
+# (h, w): landscape, below min_pixels (upscaled), 1:8, portrait
+SIZES = [(60, 80), (20, 20), (30, 240), (70, 30)]
+NEW_TOKENS = 24
+
+
+@pytest.fixture(scope="module", params=["2", "2.5"], ids=["qwen2_vl", "qwen2_5_vl"])
+def qwen(request, tmp_path_factory):
+    from vlmforge.export import export_model
+    from vlmforge.export.tiny_qwen2_vl import make_tiny_qwen2_vl
+
+    root = tmp_path_factory.mktemp("qwen2_vl")
+    model_dir = make_tiny_qwen2_vl(root / "hf", version=request.param)
+    export_model(model_dir, root / "out")
+    return model_dir, root / "out"
+
+
+@pytest.fixture(scope="module")
+def pipe(qwen):
+    return Pipeline.load(qwen[1])
+
+
+@pytest.fixture(scope="module")
+def hf(qwen):
+    import transformers
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from vlmforge.export.families.qwen2_vl import MODEL_CLASSES
+    from vlmforge.runtime.manifest import load_manifest
+
+    model_dir = qwen[0]
+    model_cls = getattr(transformers, MODEL_CLASSES[load_manifest(qwen[1]).family])
+    model = model_cls.from_pretrained(model_dir, attn_implementation="eager").eval()
+    model.generation_config.eos_token_id = None  # compare NEW_TOKENS tokens, EOS or not
+    return model, AutoTokenizer.from_pretrained(model_dir), Qwen2VLImageProcessorPil.from_pretrained(model_dir)
+
+
+def _images(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "c"])
+def test_kernel_matches_the_processor(pipe, hf, backend):
+    processor = hf[2]
+    spec = pipe.manifest.image.preprocess
+    for image in _images(SIZES + [(500, 375)]):
+        ref = processor(images=image, return_tensors="np")
+        pixels, layout = tile_and_patchify(image, spec, backend=backend)
+        assert (1, *layout.grid) == tuple(ref["image_grid_thw"][0])
+        np.testing.assert_array_equal(pixels, ref["pixel_values"])
+        assert layout.num_image_tokens == ref["image_grid_thw"][0].prod() // spec.merge_size**2
+
+
+def test_graphs_match_the_torch_modules(pipe, hf):
+    model = hf[0]
+    image = _images([(60, 80)])[0]
+    spec = pipe.manifest.image.preprocess
+    pixels, layout = tile_and_patchify(image, spec)
+    feeds = {"pixel_values": pixels, **vision_geometry(layout, spec)}
+    features = pipe.vision.run(feeds)["image_features"]
+    embeds = pipe.connector.run({"image_features": features})["image_embeds"]
+    grid = torch.tensor([[1, *layout.grid]])
+    with torch.no_grad():
+        ref = model.model.visual(torch.as_tensor(pixels), grid_thw=grid)
+    if not spec.window_size:  # Qwen2.5-VL returns its last hidden state in window order; the merged output is in order
+        assert np.abs(features - ref.last_hidden_state.numpy()).max() < 1e-4
+    assert np.abs(embeds - ref.pooler_output.numpy()).max() < 1e-4
+    seq = 9
+    inputs = np.random.default_rng(1).standard_normal((1, seq, model.config.text_config.hidden_size)).astype(np.float32)
+    positions = np.stack([np.arange(seq), np.arange(seq) + 2, np.arange(seq) * 2])[:, None, :].astype(np.int64)
+    pipe.decoder.reset()
+    logits = np.array(pipe.decoder.step(inputs, positions))
+    with torch.no_grad():
+        out = model.model.language_model(inputs_embeds=torch.as_tensor(inputs), position_ids=torch.as_tensor(positions))
+        ref_logits = model.lm_head(out.last_hidden_state)[0, -1].numpy()
+    assert np.abs(logits - ref_logits).max() < 1e-4
+
+
+def _hf_generate(hf, text: str, images) -> list[int]:
+    """What Qwen2VLProcessor + generate do (the processor itself needs torchvision for its video half)."""
+    model, tokenizer, processor = hf
+    kwargs = {}
+    if images:
+        px = processor(images=images, return_tensors="np")
+        head, *rest = text.split("<|image_pad|>")
+        text = head + "".join("<|image_pad|>" * int(g.prod() // 4) + r for g, r in zip(px["image_grid_thw"], rest))
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    if images:
+        kwargs = dict(pixel_values=torch.as_tensor(px["pixel_values"]), image_grid_thw=torch.as_tensor(px["image_grid_thw"]),
+                      mm_token_type_ids=(ids == model.config.image_token_id).int())
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
+                             do_sample=False, **kwargs)
+    return out[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("sizes", [[SIZES[0]], [SIZES[1]], [SIZES[2]], [SIZES[0], SIZES[3]], []],
+                         ids=["landscape", "below-min-pixels", "1:8", "two-images", "text-only"])
+def test_greedy_tokens_match_transformers(pipe, hf, sizes):
+    images = _images(sizes, seed=len(sizes))
+    text = pipe.turn_prompt("What is in the picture?", len(images))
+    ours = pipe.generate(text, images=images, max_new_tokens=NEW_TOKENS, ignore_eos=True)
+    assert ours.token_ids == _hf_generate(hf, text, images)
+    assert len(ours.token_ids) == NEW_TOKENS
+    assert ours.stats.num_image_tokens == sum(tile_and_patchify(i, pipe.manifest.image.preprocess)[1].num_image_tokens
+                                              for i in images)
+
+
+def test_the_prompt_speaks_qwen(pipe):
+    assert pipe.turn_prompt("Hi?", 1) == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                                         "<|vision_start|><|image_pad|><|vision_end|>Hi?<|im_end|>\n<|im_start|>assistant\n")
+    with pytest.raises(PromptError, match="image placeholder"):
+        pipe.generate(messages=[{"role": "user", "content": "look: <|image_pad|>"}], images=[], max_new_tokens=1)
+    assert pipe.manifest.llm.positions.scheme == "mrope"
+
+
+def test_a_smaller_budget_per_call_counts_tokens_as_transformers_does(pipe, hf):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    model, tokenizer, processor = hf
+    image = _images([(200, 300)], seed=5)[0]
+    budget = 28 * 28 * 16
+    small = Qwen2VLImageProcessorPil(min_pixels=processor.size["shortest_edge"], max_pixels=budget,
+                                     patch_size=processor.patch_size, merge_size=processor.merge_size)
+    text = pipe.turn_prompt("Describe it.", 1)
+    full = pipe.generate(text, images=[image], max_new_tokens=2)
+    ours = pipe.generate(text, images=[image], max_new_tokens=NEW_TOKENS, ignore_eos=True, max_pixels=budget)
+    expected = int(small(images=image, return_tensors="np")["image_grid_thw"][0].prod()) // 4
+    assert ours.stats.image_tokens == [expected] and expected < full.stats.image_tokens[0]
+    assert ours.token_ids == _hf_generate((model, tokenizer, small), text, [image])
+
+
+@pytest.mark.parametrize("budget,says", [(28 * 28 * 10**4, "above this export's bound"), (100, "below"),
+                                         (2.5, "integer")])
+def test_bad_budgets(pipe, budget, says):
+    with pytest.raises(PromptError, match=says):
+        pipe.generate(pipe.turn_prompt("Hi", 1), images=_images([(40, 40)]), max_new_tokens=1, max_pixels=budget)
+
+
+def test_export_bound_and_its_refusal(qwen, tmp_path, tiny_llava):
+    from vlmforge.export import export_model
+    from vlmforge.runtime.manifest import load_manifest
+
+    with pytest.raises(ValueError, match="min_pixels <= max_pixels"):
+        export_model(qwen[0], tmp_path / "tiny", check=False, max_pixels=100)
+    assert not (tmp_path / "tiny").exists()
+    with pytest.raises(ValueError, match="tiles its images"):
+        export_model(tiny_llava[0], tmp_path / "llava", check=False, max_pixels=10**6)
+    manifest = export_model(qwen[0], tmp_path / "bounded", check=False, max_pixels=28 * 28 * 8)
+    assert manifest.image.preprocess.max_pixels == 28 * 28 * 8 == load_manifest(tmp_path / "bounded").image.preprocess.max_pixels
