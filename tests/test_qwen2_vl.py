@@ -33,19 +33,8 @@ def pipe(qwen):
 
 
 @pytest.fixture(scope="module")
-def hf(qwen):
-    import transformers
-    from transformers import AutoTokenizer
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    from vlmforge.export.families.qwen2_vl import MODEL_CLASSES
-    from vlmforge.runtime.manifest import load_manifest
-
-    model_dir = qwen[0]
-    model_cls = getattr(transformers, MODEL_CLASSES[load_manifest(qwen[1]).family])
-    model = model_cls.from_pretrained(model_dir, attn_implementation="eager").eval()
-    model.generation_config.eos_token_id = None  # compare NEW_TOKENS tokens, EOS or not
-    return model, AutoTokenizer.from_pretrained(model_dir), Qwen2VLImageProcessorPil.from_pretrained(model_dir)
+def hf(qwen, pipe):
+    return _hf_models(qwen[0], "2" if pipe.manifest.family == "qwen2_vl" else "2.5")
 
 
 def _images(sizes, seed=0):
@@ -162,3 +151,64 @@ def test_export_bound_and_its_refusal(qwen, tmp_path, tiny_llava):
         export_model(tiny_llava[0], tmp_path / "llava", check=False, max_pixels=10**6)
     manifest = export_model(qwen[0], tmp_path / "bounded", check=False, max_pixels=28 * 28 * 8)
     assert manifest.image.preprocess.max_pixels == 28 * 28 * 8 == load_manifest(tmp_path / "bounded").image.preprocess.max_pixels
+
+
+def test_tensorrt_profiles_bound_the_patch_axis_by_the_budget(pipe):
+    from vlmforge.export.tensorrt import BuildOptions, trtexec_commands
+
+    manifest = pipe.manifest
+    spec = manifest.image.preprocess
+    most = spec.max_pixels // spec.patch_size**2  # 28·28·64 px → 256 patches of 14²
+    cmds = trtexec_commands(manifest, BuildOptions(precision={"vision": "fp16"}))
+    extra = ",window_ids:{n}" if spec.window_size else ""
+    vision = {a.split("=")[0]: a.split("=")[1] for a in cmds["vision"] if "Shapes" in a}
+    for flag, n in [("--minShapes", 4), ("--optShapes", most), ("--maxShapes", most)]:
+        assert vision[flag] == f"pixel_values:{n}x1176,rotary_pos_ids:{n}x2" + extra.format(n=n)
+    assert f"--maxShapes=image_features:{most}x32" in cmds["connector"]
+    prefill_min = next(a for a in cmds["llm"] if a.startswith("--minShapes"))
+    assert "position_ids:3x1x1" in prefill_min
+    limited = trtexec_commands(manifest, BuildOptions(max_tiles=64))
+    assert any(a.startswith("--maxShapes=pixel_values:64x1176") for a in limited["vision"])
+
+
+def _random_config(rng) -> dict:
+    """Depths, widths, heads, KV heads, mrope_section, window size and full-attention layers drawn at random."""
+    heads = int(rng.choice([2, 4]))
+    hidden = heads * int(rng.choice([8, 12, 16]))
+    half = hidden // heads // 2
+    cut = sorted(rng.choice(np.arange(1, half), size=2, replace=False))
+    depth = int(rng.integers(1, 4))
+    vision_heads = int(rng.choice([2, 4]))
+    return dict(version=str(rng.choice(["2", "2.5"])), depth=depth, vision_heads=vision_heads,
+                embed_dim=vision_heads * int(rng.choice([4, 8, 12])), hidden=hidden, heads=heads,
+                kv_heads=int(rng.choice([k for k in (1, 2, heads) if heads % k == 0])), layers=int(rng.integers(1, 3)),
+                mrope_section=[int(cut[0]), int(cut[1] - cut[0]), int(half - cut[1])],
+                window_size=int(rng.choice([56, 112])),
+                full_layers=tuple(int(i) for i in range(depth) if rng.random() < 0.5), seed=int(rng.integers(1000)))
+
+
+@pytest.mark.parametrize("draw", range(3))
+def test_random_configurations(tmp_path, draw):
+    from vlmforge.export import export_model
+    from vlmforge.export.tiny_qwen2_vl import make_tiny_qwen2_vl
+
+    config = _random_config(np.random.default_rng(100 + draw))
+    model_dir = make_tiny_qwen2_vl(tmp_path / "hf", **config)
+    export_model(model_dir, tmp_path / "out")  # each graph checked against its torch module (atol 1e-4)
+    pipe = Pipeline.load(tmp_path / "out")
+    hf = _hf_models(model_dir, config["version"])
+    images = _images([(50, 90)], seed=draw)
+    text = pipe.turn_prompt("What is it?", 1)
+    ours = pipe.generate(text, images=images, max_new_tokens=12, ignore_eos=True).token_ids
+    assert ours == _hf_generate(hf, text, images)[:12], config
+
+
+def _hf_models(model_dir, version: str):
+    import transformers
+    from transformers import AutoTokenizer
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    cls = transformers.Qwen2VLForConditionalGeneration if version == "2" else transformers.Qwen2_5_VLForConditionalGeneration
+    model = cls.from_pretrained(model_dir, attn_implementation="eager").eval()
+    model.generation_config.eos_token_id = None
+    return model, AutoTokenizer.from_pretrained(model_dir), Qwen2VLImageProcessorPil.from_pretrained(model_dir)

@@ -5,7 +5,9 @@ error, and the same profiles feed the TensorRT builder, the trtexec script and t
 
 Vision and connector: one profile, ``num_tiles`` 1..max_tiles (opt = max_tiles: anyres and hd
 images usually fill their grid; a fixed-size tower always sends 1). The connector's other dims
-(``num_patches``) are fixed by the vision graph's output of the same tensor.
+(``num_patches``) are fixed by the vision graph's output of the same tensor. Native-resolution
+towers (Qwen2-VL) take a variable number of patches instead: ``num_patches`` from one merge
+window up to what the export's ``max_pixels`` bound allows (``--max-tiles`` caps it lower).
 
 LLM: two profiles, because its two uses have nothing in common.
   0 prefill: sequence 1..max_context from an empty cache (past_sequence 0) — GEMMs over the
@@ -43,15 +45,24 @@ Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
 def tiles_per_image(manifest: Manifest) -> int:
-    """The most tiles one image becomes under the manifest's preprocessing."""
+    """The most tiles one image becomes under the manifest's preprocessing (native: patches)."""
     p = manifest.image.preprocess
+    if p.scheme == "native":
+        return native_max_patches(p)
     if p.scheme == "fixed":
         return 1
     if p.scheme == "anyres":
         return 1 + max((h // p.tile_size) * (w // p.tile_size) for h, w in p.grid_pinpoints)
     if p.scheme == "hd":
         return 1 + p.max_tiles  # global view + local tiles
-    raise VlmforgeError(f"TensorRT profiles for preprocessing scheme {p.scheme!r} are not supported; supported: fixed, anyres, hd")
+    raise VlmforgeError(f"TensorRT profiles for preprocessing scheme {p.scheme!r} are not supported; "
+                        "supported: fixed, anyres, hd, native")
+
+
+def native_max_patches(p) -> int:
+    """Patches of the largest picture the budget admits: max_pixels / patch², whole merge windows."""
+    window = p.merge_size**2
+    return max(window, p.max_pixels // p.patch_size**2 // window * window)
 
 
 def resolve_limits(manifest: Manifest, max_tiles: int | None, max_context: int | None) -> tuple[int, int]:
@@ -68,10 +79,15 @@ def resolve_limits(manifest: Manifest, max_tiles: int | None, max_context: int |
 
 def symbol_ranges(manifest: Manifest, graph: str, max_tiles: int, max_context: int) -> list[dict[str, DimRange]]:
     """One {symbol: range} per profile of ``graph``."""
+    spec = manifest.image.preprocess
+    if graph in ("vision", "connector") and spec.scheme == "native":
+        window = spec.merge_size**2
+        return [{"num_patches": DimRange(window, max_tiles, max_tiles)}]
     if graph in ("vision", "connector"):
         return [{"num_tiles": DimRange(1, max_tiles, max_tiles)}]
     if graph == "llm":
-        opt_prompt = min(max_context, manifest.image.preprocess.tokens_per_tile + TYPICAL_TEXT_TOKENS)
+        image_tokens = max_tiles // spec.merge_size**2 if spec.scheme == "native" else spec.tokens_per_tile
+        opt_prompt = min(max_context, image_tokens + TYPICAL_TEXT_TOKENS)
         opt_past = min(max_context - 1, opt_prompt + TYPICAL_NEW_TOKENS // 2)
         one = DimRange(1, 1, 1)
         prefill = {"batch": one, "sequence": DimRange(1, opt_prompt, max_context), "past_sequence": DimRange(0, 0, 0),
