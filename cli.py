@@ -52,24 +52,26 @@ def _load(args):
 
 
 def _prompt_and_images(args, pipe):
-    """--prompt is a plain question put in one user turn of the model's chat template (images first);
-    --raw sends it verbatim, placeholders and all."""
-    images = list(args.image or [])
+    """--prompt is a plain question put in one user turn of the model's chat template (images, then
+    videos, first); --raw sends it verbatim, placeholders and all. → (prompt, images, videos)."""
+    images, videos = list(args.image or []), list(args.video or [])
     text = None if args.prompt is None else args.prompt.replace("\\n", "\n")
     if args.raw:
         if text is None or args.system:
             raise ValueError("--raw sends --prompt verbatim: give --prompt, and write any system text into it (no --system)")
-        return text, images
-    return pipe.turn_prompt(DEFAULT_QUESTION if text is None else text, len(images), args.system), images
+        return text, images, videos
+    question = DEFAULT_QUESTION if text is None else text
+    return pipe.turn_prompt(question, len(images), args.system, num_videos=len(videos)), images, videos
 
 
 def cmd_run(args) -> int:
     pipe = _load(args)
-    prompt, images = _prompt_and_images(args, pipe)
+    prompt, images, videos = _prompt_and_images(args, pipe)
     sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                     repetition_penalty=args.repetition_penalty, do_sample=args.sample or None)
+    media = dict(videos=videos, video_fps=args.video_fps) if videos else {}
     for piece in pipe.stream(prompt, images=images, max_new_tokens=args.max_new_tokens, stop=args.stop,
-                             max_pixels=args.max_pixels, **sampling):
+                             max_pixels=args.max_pixels, **media, **sampling):
         print(piece, end="", flush=True)
     print()
     s = pipe.last_result.stats
@@ -85,8 +87,9 @@ def cmd_profile(args) -> int:
     if args.plot:
         check_plot_path(args.plot)
     pipe = _load(args)
-    prompt, images = _prompt_and_images(args, pipe)
-    report = profile(pipe, prompt, images, runs=args.runs, warmup=args.warmup, max_new_tokens=args.max_new_tokens)
+    prompt, images, videos = _prompt_and_images(args, pipe)
+    report = profile(pipe, prompt, images, runs=args.runs, warmup=args.warmup, max_new_tokens=args.max_new_tokens,
+                     videos=videos, video_fps=args.video_fps)
     print(report.table())
     if args.json:
         Path(args.json).write_text(report.to_json())
@@ -165,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     def runtime_args(q, max_new=64):
         q.add_argument("model", help="an exported folder (with manifest.json)")
         q.add_argument("--image", action="append", help="image file; repeat for several images")
+        q.add_argument("--video", action="append", help="video: a folder of frames or a video file (needs "
+                       "vlmforge[video]); native-resolution models (Qwen2-VL line)")
+        q.add_argument("--video-fps", type=float, default=2.0, help="the rate the given frames were taken at")
         q.add_argument("--prompt", help=f"the question, put in one user turn of the model's chat template with the "
                        f"images first (default: {DEFAULT_QUESTION!r}); '\\n' allowed")
         q.add_argument("--system", help="a system turn before it (where the chat template has one)")

@@ -30,6 +30,16 @@ def read_processor_config(model_dir: Path) -> dict:
     )
 
 
+def read_video_processor_config(model_dir: Path) -> dict | None:
+    """The video processor's config, nested in processor_config.json or in video_preprocessor_config.json; None if neither."""
+    root = Path(model_dir)
+    nested = _read_json(root / "processor_config.json")
+    if isinstance(nested, dict) and isinstance(nested.get("video_processor"), dict):
+        return nested["video_processor"]
+    legacy = _read_json(root / "video_preprocessor_config.json")
+    return legacy if isinstance(legacy, dict) else None
+
+
 def _read_json(path: Path):
     if not path.is_file():
         return None

@@ -24,10 +24,10 @@ from .plan import Placement, Tile, normalise_lut, run_placement
 from .spec import PreprocessSpec, TileLayout
 
 
-def smart_resize(h: int, w: int, spec: PreprocessSpec, max_pixels: int | None = None) -> tuple[int, int]:
-    """transformers' ``smart_resize`` with factor = patch · merge; ``max_pixels`` overrides the spec's."""
+def smart_resize(h: int, w: int, spec: PreprocessSpec, video: bool = False) -> tuple[int, int]:
+    """transformers' ``smart_resize`` with factor = patch · merge, in the image (or video frame) budget."""
     factor = spec.patch_size * spec.merge_size
-    lo, hi = spec.min_pixels, spec.max_pixels if max_pixels is None else max_pixels
+    lo, hi = (spec.video_min_pixels, spec.video_max_pixels) if video else (spec.min_pixels, spec.max_pixels)
     if max(h, w) / min(h, w) > 200:
         raise ValueError(f"a {h}×{w} image has an aspect ratio over 200 (the processor's limit); crop it first")
     rh, rw = round(h / factor) * factor, round(w / factor) * factor
@@ -75,19 +75,44 @@ def patchify_into(chw: np.ndarray, spec: PreprocessSpec, out: np.ndarray) -> Non
     out.reshape(gh // m, gw // m, m, m, c, t, p, p)[:] = windows[:, :, :, :, :, None]
 
 
+def native_video(frames: np.ndarray, spec: PreprocessSpec, backend: str = "numpy", dtype=np.float32):
+    """frames (T, H, W, 3) uint8 → (pixels (t·gh·gw, 3·tp·p·p), layout): every frame resized to the
+    video budget's size, the last repeated to a multiple of ``temporal_patch_size`` (as the video
+    processor pads), consecutive frames grouped into temporal patches."""
+    count, h, w = frames.shape[:3]
+    tp = spec.temporal_patch_size
+    rh, rw = smart_resize(h, w, spec, video=True)
+    pl = Placement((rh, rw), (0, 0), (Tile(0, 0, 0, rh, rw),))
+    groups = -(-count // tp)
+    canvas = np.empty((groups * tp, 3, rh, rw), dtype=dtype)
+    lut = normalise_lut(spec, dtype)
+    for i, frame in enumerate(frames):
+        run_placement(np.ascontiguousarray(frame), pl, spec, canvas[i : i + 1], lut, backend)
+    canvas[count:] = canvas[count - 1]
+    p, m = spec.patch_size, spec.merge_size
+    gh, gw = rh // p, rw // p
+    out = np.empty((groups * gh * gw, 3 * tp * p * p), dtype=dtype)
+    x = canvas.reshape(groups, tp, 3, gh // m, m, p, gw // m, m, p).transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    out.reshape(groups, gh // m, gw // m, m, m, 3, tp, p, p)[:] = x
+    return out, TileLayout(groups * gh * gw, (rh, rw), groups * gh * gw // m**2, (gh, gw), groups)
+
+
 def native_geometry(layout: TileLayout, spec: PreprocessSpec) -> dict[str, np.ndarray]:
-    """The vision graph's host-side inputs: ``rotary_pos_ids`` (patches, 2) int64 — the (row, column)
-    of every patch, in the patches' merge-window order."""
+    """The vision graph's host-side inputs, for the patches in their merge-window order:
+    ``rotary_pos_ids`` (patches, 2) int64, each patch's (row, column); ``segment_ids`` (patches,),
+    its temporal patch (attention stays within one, as ``cu_seqlens`` makes it); with windowed
+    layers ``window_ids`` (patches,), its attention window, numbered across temporal patches."""
     gh, gw = layout.grid
-    m = spec.merge_size
+    m, t = spec.merge_size, layout.frames
     rows, cols = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
     blocks = (gh // m, m, gw // m, m)
     rows = rows.reshape(blocks).transpose(0, 2, 1, 3).reshape(-1)
     cols = cols.reshape(blocks).transpose(0, 2, 1, 3).reshape(-1)
-    feeds = {"rotary_pos_ids": np.stack([rows, cols], axis=1).astype(np.int64)}
+    feeds = {"rotary_pos_ids": np.tile(np.stack([rows, cols], axis=1).astype(np.int64), (t, 1)),
+             "segment_ids": np.repeat(np.arange(t, dtype=np.int64), gh * gw)}
     if spec.window_size:
         side = spec.window_size // m // spec.patch_size  # tokens per window side
-        across = -(-(gw // m) // side)  # windows per row of windows
+        across, down = -(-(gw // m) // side), -(-(gh // m) // side)  # windows per row / column of windows
         window = (rows // m // side) * across + cols // m // side
-        feeds["window_ids"] = window.astype(np.int64)
+        feeds["window_ids"] = (feeds["segment_ids"] * (across * down) + np.tile(window, t)).astype(np.int64)
     return feeds

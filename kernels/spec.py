@@ -62,6 +62,8 @@ class PreprocessSpec:
     max_pixels: int = 28 * 28 * 1280
     temporal_patch_size: int = 2  # native: frames per patch (an image is repeated to fill them)
     window_size: int = 0  # native: Qwen2.5-VL's attention window side in pixels (0: no windowed layers)
+    video_min_pixels: int = 128 * 28 * 28  # native: a video frame's resized area bounds (the video processor's)
+    video_max_pixels: int = 28 * 28 * 768
 
     def __post_init__(self):
         from .resample import filter_name
@@ -116,4 +118,5 @@ class TileLayout:
     num_tiles: int
     tile_hw: tuple[int, int]
     num_image_tokens: int
-    grid: tuple[int, int] = (1, 1)  # (rows, cols) of local tiles; (1, 1) for one global view
+    grid: tuple[int, int] = (1, 1)  # (rows, cols) of local tiles; (1, 1) for one global view; native: patches
+    frames: int = 1  # native: temporal patches (a video's frame groups; 1 for an image)

@@ -81,6 +81,9 @@ class PositionSpec:
 
     scheme: str = "consecutive"
     spatial_merge_size: int = 1
+    # mrope: a video's temporal positions step by tokens_per_second · seconds per temporal patch
+    # (Qwen2.5-VL); 0: by 1 per temporal patch (Qwen2-VL)
+    tokens_per_second: float = 0.0
 
     def __post_init__(self):
         if self.scheme not in POSITION_SCHEMES:
@@ -137,6 +140,9 @@ class ImageSpec:
     newline_token_id: int | None = None
     # the tokenizer of the connector's text inputs (qformer_input_ids), when it has them
     connector_tokenizer: TokenizerSpec | None = None
+    # native-resolution models with video: the placeholder of a video and the id its slots carry
+    video_token: str | None = None
+    video_token_id: int | None = None
 
     def __post_init__(self):
         if isinstance(self.preprocess, dict):

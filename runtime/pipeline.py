@@ -18,11 +18,15 @@ from .errors import PromptError, VlmforgeError
 from .features import pack_image_features
 from .images import load_image
 from ..kernels import PreprocessSpec, TileLayout, vision_geometry
+from ..kernels.native import native_video
 from .budget import call_spec
 from .manifest import Manifest, load_manifest
 from .positions import Positions, plan_positions
 from .preprocess import choose_preprocess
-from .prompt import PreparedPrompt, expand_image_slots, prefix_image_placeholders, check_text, render_messages, user_turn
+from .media import Media, as_list, in_prompt_order, video_time_step
+from .prompt import PreparedPrompt
+from .prompting import Prompter
+from .video import load_video
 from .sampling import Sampler, SamplingParams, check_max_new_tokens
 from .stats import GenerationStats, StageTimer
 from .stream import TextAssembler, TextStream, stop_list
@@ -48,6 +52,7 @@ class Pipeline:
                 raise ValueError(f"max_image_pixels must be a positive integer, got {max_image_pixels!r}")
             manifest.image.preprocess = dataclasses.replace(manifest.image.preprocess, max_input_pixels=max_image_pixels)
         self.tokenizer = TextTokenizer(root, manifest.tokenizer)
+        self.prompter = Prompter(manifest, self.tokenizer)  # text + placeholders → token ids with slots
         # backend "auto": TensorRT when the folder has engines and this machine can run them
         self.backend, self.vision, self.connector, self.decoder = open_backend(root, manifest, backend, threads, verify)
         # (vocab, hidden), memory-mapped: rows are read on demand, never loaded twice
@@ -102,6 +107,26 @@ class Pipeline:
             rgb = load_image(image, spec.max_input_pixels)
         with timer("preprocess", self.preprocess):
             pixels, layout = self.preprocess(rgb, spec)
+        embeds = self._embed_pixels(pixels, layout, spec, timer, prompt_text)
+        embeds = pack_image_features(embeds, rgb.shape[:2], spec, self.image_newline, self.view_separator)
+        assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
+        return embeds, layout
+
+    def _encode_video(self, video, timer: StageTimer, spec: PreprocessSpec, fps) -> Media:
+        """A video (frames array, list of pictures, folder, file) → its embeddings and token layout."""
+        image = self.manifest.image
+        if image.video_token_id is None or spec.scheme != "native":
+            raise PromptError(f"{self.manifest.family} takes no videos; pass pictures in images=[...]")
+        step = video_time_step(spec, self.manifest.llm.positions.tokens_per_second, fps)
+        with timer("image_decode"):
+            frames = load_video(video, spec.max_input_pixels)
+        with timer("preprocess", self.preprocess):
+            pixels, layout = native_video(frames, spec, getattr(self.preprocess, "kernel", "numpy"))
+        embeds = self._embed_pixels(pixels, layout, spec, timer, "")
+        return Media(embeds.reshape(-1, embeds.shape[-1]), layout, step)
+
+    def _embed_pixels(self, pixels, layout: TileLayout, spec: PreprocessSpec, timer: StageTimer, prompt_text: str):
+        """Pixels → vision → connector: the connector's output (before any per-scheme packing)."""
         features = pixels  # no vision graph: the patches are the features (Fuyu)
         if self.vision is not None:
             # the geometry a native-resolution tower needs (rotary positions …) comes from the grid, on the host
@@ -115,9 +140,7 @@ class Pipeline:
                 feeds.update(self.connector_text_feeds(prompt_text, features.shape[0]))
             with timer("connector", self.connector):
                 embeds = self.connector.run(feeds)["image_embeds"]
-        embeds = pack_image_features(embeds, rgb.shape[:2], spec, self.image_newline, self.view_separator)
-        assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
-        return embeds, layout
+        return embeds
 
     def connector_text_feeds(self, text: str, num_tiles: int) -> dict[str, np.ndarray]:
         """The prompt in the connector's own vocabulary: (tiles, length) ids and mask."""
@@ -125,51 +148,17 @@ class Pipeline:
         ids = np.broadcast_to(ids, (num_tiles, ids.shape[0])).copy()
         return {"qformer_input_ids": ids, "qformer_attention_mask": np.ones_like(ids)}
 
-    def prompt_text(self, prompt: str | None, messages, num_images: int) -> str:
-        """The prompt string: given, or rendered from chat messages with the model's template."""
-        if (prompt is None) == (messages is None):
-            raise PromptError("pass exactly one of prompt= (a string) or messages= (a chat)")
-        if messages is None:
-            return check_text(prompt, "prompt")
-        image = self.manifest.image
-        text, num_items = render_messages(self.tokenizer, messages, image.image_token, image.placeholder)
-        if num_items != num_images:
-            raise PromptError(f"the messages hold {num_items} image item(s) but {num_images} image(s) were given")
-        return text
+    # -- prompts (runtime/prompting.py) ------------------------------------------------------
+    def prompt_text(self, prompt: str | None, messages, num_images: int, num_videos: int = 0) -> str:
+        return self.prompter.prompt_text(prompt, messages, num_images, num_videos)
 
-    def turn_prompt(self, text: str, num_images: int, system: str | None = None) -> str:
-        """A plain question (the CLI's --prompt) → the prompt string of one user turn in the model's
-        chat template, images first unless ``text`` places them with placeholders."""
-        image = self.manifest.image
-        marks = (image.image_token, image.placeholder)
-        check_text(text, "prompt")
-        if system is not None:
-            check_text(system, "system")
-        if not self.manifest.tokenizer.chat_template:
-            if system:
-                raise PromptError("this model has no chat template, so a system turn has nowhere to go; "
-                                  "leave out --system, or write the whole prompt yourself with --raw")
-            has_mark = any(m and m in text for m in marks)
-            lead = image.placeholder or image.image_token
-            return text if has_mark or image.placement != "inline" else lead * num_images + text
-        messages = user_turn(text, num_images, marks, system)
-        rendered, _ = render_messages(self.tokenizer, messages, image.image_token, image.placeholder)
-        if system and rendered == render_messages(self.tokenizer, messages[1:], image.image_token, image.placeholder)[0]:
-            raise PromptError("this model's chat template has no system turn (it renders the same without it); "
-                              "leave out --system")
-        return rendered
+    def turn_prompt(self, text: str, num_images: int, system: str | None = None, num_videos: int = 0) -> str:
+        """A plain question → one user turn in the model's chat template (see ``Prompter.turn_prompt``)."""
+        return self.prompter.turn_prompt(text, num_images, system, num_videos)
 
-    def prepare_prompt(self, prompt: str | None, messages, num_images: int, tokens_per_image: list[int]) -> PreparedPrompt:
-        image = self.manifest.image
-        prompt = self.prompt_text(prompt, messages, num_images)
-        if image.placeholder:
-            prompt = prompt.replace(image.placeholder, image.image_token)
-        ids = self.tokenizer.encode(prompt + self.manifest.prompt_suffix)
-        if image.placement == "memory":  # images are cross-attention memory, not prompt tokens
-            return PreparedPrompt(ids, [])
-        if image.placement == "prefix":
-            ids = prefix_image_placeholders(ids, image.image_token_id, num_images)
-        return expand_image_slots(ids, image.image_token_id, tokens_per_image)
+    def prepare_prompt(self, prompt: str | None, messages, num_images: int, tokens_per_image: list[int],
+                       tokens_per_video: list[int] = ()) -> PreparedPrompt:
+        return self.prompter.prepare_prompt(prompt, messages, num_images, tokens_per_image, tokens_per_video)
 
     def merge(self, prepared: PreparedPrompt, image_embeds: list[np.ndarray]) -> np.ndarray:
         """Gather text embeddings and write each image's embeddings into its slots → (1, seq, d)."""
@@ -213,6 +202,8 @@ class Pipeline:
         timer: StageTimer | None = None,
         ignore_eos: bool = False,
         max_pixels: int | None = None,
+        videos=None,
+        video_fps: float = 2.0,
         done=lambda result: None,
         **sampling,
     ) -> Iterator[str]:
@@ -222,16 +213,19 @@ class Pipeline:
         check_max_new_tokens(max_new_tokens)
         spec = call_spec(self.manifest.image.preprocess, max_pixels)  # this call's image budget
         timer = StageTimer() if timer is None else timer
-        images = [] if images is None else (list(images) if isinstance(images, (list, tuple)) else [images])
-        text = self.prompt_text(prompt, messages, len(images))
-        encoded = [self._encode(img, timer, text, spec) for img in images]
-        image_embeds = [e for e, _ in encoded]
-        prepared = self.prepare_prompt(text, None, len(images), [e.shape[0] for e in image_embeds])
+        images, videos = as_list(images), as_list(videos)
+        text = self.prompt_text(prompt, messages, len(images), len(videos))
+        pictures = [Media(*self._encode(img, timer, text, spec)) for img in images]
+        clips = [self._encode_video(v, timer, spec, video_fps) for v in videos]
+        prepared = self.prepare_prompt(text, None, len(images), [m.embeds.shape[0] for m in pictures],
+                                       [m.embeds.shape[0] for m in clips])
+        media = in_prompt_order(prepared, pictures, clips, self.manifest.image.image_token_id)
+        embeds = [m.embeds for m in media]
         max_new = self._budget(prepared, max_new_tokens)
         with timer("merge"):
-            inputs_embeds = self.merge(prepared, image_embeds)
-        inputs_embeds, decoder_ids = self.attach_memory(inputs_embeds, prepared, image_embeds, timer)
-        positions = self.positions(len(decoder_ids), prepared, [layout for _, layout in encoded])
+            inputs_embeds = self.merge(prepared, embeds)
+        inputs_embeds, decoder_ids = self.attach_memory(inputs_embeds, prepared, embeds, timer)
+        positions = self.positions(len(decoder_ids), prepared, media)
         logits = prefill(self.decoder, inputs_embeds, timer, positions)
         # ignore_eos: profiling decodes exactly max_new_tokens, like benchmark harnesses do
         eos = set() if ignore_eos else set(self.manifest.tokenizer.eos_token_ids)
@@ -268,13 +262,13 @@ class Pipeline:
         )
         done(GenerationResult(text.text, generated, stats, reason))
 
-    def positions(self, seq_len: int, prepared: PreparedPrompt, layouts: list[TileLayout]) -> Positions:
+    def positions(self, seq_len: int, prepared: PreparedPrompt, media: list[Media]) -> Positions:
         """The prefill's position_ids and where decoding continues, by the manifest's scheme."""
         spec = self.manifest.llm.positions
         m = spec.spatial_merge_size
-        grids = [(1, layout.grid[0] // m, layout.grid[1] // m) for layout in layouts]
+        grids = [(x.layout.frames, x.layout.grid[0] // m, x.layout.grid[1] // m) for x in media]
         slots = prepared.image_slots if seq_len == len(prepared.input_ids) else []  # encoder-decoder: start token only
-        return plan_positions(spec, seq_len, slots, grids)
+        return plan_positions(spec, seq_len, slots, grids, [x.time_step for x in media])
 
     def attach_memory(self, inputs_embeds: np.ndarray, prepared: PreparedPrompt, image_embeds, timer: StageTimer):
         """Reset the decoder; for encoder-decoder models encode the prompt once, hand the decoder its

@@ -146,11 +146,14 @@ def memory(pipe) -> dict:
     return out
 
 
-def profile(pipe, prompt: str, images: list, runs: int = 5, warmup: int = 1, max_new_tokens: int = 32) -> ProfileReport:
+def profile(pipe, prompt: str, images: list, runs: int = 5, warmup: int = 1, max_new_tokens: int = 32,
+            videos: list | None = None, video_fps: float = 2.0) -> ProfileReport:
     """Run ``warmup`` + ``runs`` greedy generations; EOS is ignored so every run decodes the same count."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0 (got runs={runs}, warmup={warmup})")
     kwargs = dict(images=images, max_new_tokens=max_new_tokens, ignore_eos=True)
+    if videos:
+        kwargs.update(videos=videos, video_fps=video_fps)
     for _ in range(warmup):
         pipe.generate(prompt, **kwargs)
     stats = [pipe.generate(prompt, **kwargs).stats for _ in range(runs)]

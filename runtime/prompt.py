@@ -17,40 +17,43 @@ from .errors import PromptError
 
 @dataclass
 class PreparedPrompt:
-    input_ids: np.ndarray  # (seq,) int64, image slots hold image_token_id
-    image_slots: list[tuple[int, int]]  # per image: (first position, number of slots)
+    input_ids: np.ndarray  # (seq,) int64, image slots hold image_token_id (video slots video_token_id)
+    image_slots: list[tuple[int, int]]  # per image or video, in prompt order: (first position, number of slots)
+    sources: list[tuple[int, int]] | None = None  # per slot run: (placeholder token id, index among its kind)
 
     @property
     def num_image_tokens(self) -> int:
         return sum(n for _, n in self.image_slots)
 
 
-def render_messages(tokenizer, messages: list[dict], image_token: str, placeholder: str | None = None) -> tuple[str, int]:
-    """Chat messages → prompt text via the model's template; returns (text, number of image items)."""
+def render_messages(tokenizer, messages: list[dict], image_token: str, placeholder: str | None = None,
+                    video_token: str | None = None) -> tuple[str, int, int]:
+    """Chat messages → prompt text via the model's template; returns (text, image items, video items)."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise PromptError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
-    num_images = 0
+    counts = {"image": 0, "video": 0}
+    marks = [m for m in (image_token, placeholder, video_token) if m]
     for i, m in enumerate(messages):
-        for where, text in _message_texts(m, f"messages[{i}]"):
-            if text is None:
-                num_images += 1
-            elif image_token in text or (placeholder and placeholder in text):
+        for where, kind, text in _message_texts(m, f"messages[{i}]", allow_video=video_token is not None):
+            if kind in counts:
+                counts[kind] += 1
+            elif any(mark in text for mark in marks):
                 raise PromptError(
-                    f"{where} contains the image placeholder {placeholder or image_token!r}; "
-                    "images go in as {'type': 'image'} items, text cannot create image slots"
+                    f"{where} contains the image placeholder {next(k for k in marks if k in text)!r}; "
+                    "images go in as {'type': 'image'} items (videos as {'type': 'video'}), text cannot create slots"
                 )
-    return tokenizer.render_chat(list(messages)), num_images
+    return tokenizer.render_chat(list(messages)), counts["image"], counts["video"]
 
 
-def _message_texts(m, where: str):
-    """Check one message; yield (where, text) per text part and (where, None) per image item."""
+def _message_texts(m, where: str, allow_video: bool = False):
+    """Check one message; yield (where, kind, text): kind "text" with its text, or "image" / "video" with None."""
     if not isinstance(m, dict):
         raise PromptError(f"{where} must be a dict with 'role' and 'content', got {type(m).__name__}")
     if not isinstance(m.get("role"), str) or not m["role"]:
         raise PromptError(f"{where} needs a 'role' string ('system', 'user' or 'assistant'), got {m.get('role')!r}")
     content = m.get("content")
     if isinstance(content, str):
-        yield f"{where}['content']", check_text(content, f"{where}['content']")
+        yield f"{where}['content']", "text", check_text(content, f"{where}['content']")
         return
     if not isinstance(content, (list, tuple)):
         raise PromptError(f"{where}['content'] must be a string or a list of {{'type': 'text' | 'image'}} items, "
@@ -58,10 +61,10 @@ def _message_texts(m, where: str):
     for j, item in enumerate(content):
         at = f"{where}['content'][{j}]"
         kind = item.get("type") if isinstance(item, dict) else None
-        if kind == "image":
-            yield at, None
+        if kind == "image" or (kind == "video" and allow_video):
+            yield at, kind, None
         elif kind == "text" and isinstance(item.get("text"), str):
-            yield at, check_text(item["text"], f"{at}['text']")
+            yield at, "text", check_text(item["text"], f"{at}['text']")
         else:
             raise PromptError(f"{at} must be {{'type': 'image'}} or {{'type': 'text', 'text': '...'}}, got {item!r}"[:300])
 
@@ -78,9 +81,11 @@ def check_text(text, name: str) -> str:
     return text
 
 
-def user_turn(text: str, num_images: int, placeholders: tuple[str, ...], system: str | None = None) -> list[dict]:
-    """A plain question → chat messages: one user turn, the images first (as llama.cpp's mtmd-cli
-    and transformers' chat pipelines put them), or where ``text`` holds a placeholder per image."""
+def user_turn(text: str, num_images: int, placeholders: tuple[str, ...], system: str | None = None,
+              num_videos: int = 0) -> list[dict]:
+    """A plain question → chat messages: one user turn, the images (then videos) first (as
+    llama.cpp's mtmd-cli and transformers' chat pipelines put them), or where ``text`` holds a
+    placeholder per image."""
     pieces = [text]
     for mark in filter(None, placeholders):
         pieces = [part for piece in pieces for part in _split_keep(piece, mark)]
@@ -91,6 +96,7 @@ def user_turn(text: str, num_images: int, placeholders: tuple[str, ...], system:
     if not marks:
         pieces = [None] * num_images + pieces
     content = [{"type": "image"} if piece is None else {"type": "text", "text": piece} for piece in pieces if piece != ""]
+    content = [{"type": "video"}] * num_videos + content
     turn = [{"role": "user", "content": content}]
     return ([{"role": "system", "content": system}] if system else []) + turn
 
@@ -114,19 +120,32 @@ def prefix_image_placeholders(ids: np.ndarray, image_token_id: int, num_images: 
 
 def expand_image_slots(ids: np.ndarray, image_token_id: int, tokens_per_image: list[int]) -> PreparedPrompt:
     """Replace each image placeholder id in ``ids`` by ``tokens_per_image[i]`` slots."""
-    where = np.flatnonzero(ids == image_token_id)
-    if len(where) != len(tokens_per_image):
-        raise PromptError(
-            f"the prompt has {len(where)} image placeholder(s) but {len(tokens_per_image)} image(s) were given; "
-            "put one placeholder where each image belongs"
-        )
-    pieces, slots, cursor, pos = [], [], 0, 0
-    for at, count in zip(where, tokens_per_image):
+    return expand_media_slots(ids, {image_token_id: tokens_per_image})
+
+
+def expand_media_slots(ids: np.ndarray, counts: dict[int, list[int]], names: dict[int, str] | None = None) -> PreparedPrompt:
+    """Replace the k-th placeholder of each kind (token id → slots per item) by that many slots;
+    ``sources`` records, in prompt order, which kind and item each slot run belongs to."""
+    names = names or {}
+    for token, per_item in counts.items():
+        found = int((ids == token).sum())
+        if found != len(per_item):
+            what = names.get(token, "image")
+            raise PromptError(f"the prompt has {found} {what} placeholder(s) but {len(per_item)} {what}(s) were given; "
+                              f"put one placeholder where each {what} belongs")
+    where = np.flatnonzero(np.isin(ids, list(counts)))
+    seen = dict.fromkeys(counts, 0)
+    pieces, slots, sources, cursor, pos = [], [], [], 0, 0
+    for at in where:
+        token = int(ids[at])
+        count = counts[token][seen[token]]
+        sources.append((token, seen[token]))
+        seen[token] += 1
         pieces.append(ids[cursor:at])
         pos += at - cursor
-        pieces.append(np.full(count, image_token_id, dtype=np.int64))
+        pieces.append(np.full(count, token, dtype=np.int64))
         slots.append((int(pos), int(count)))
         pos += count
         cursor = at + 1
     pieces.append(ids[cursor:])
-    return PreparedPrompt(np.concatenate(pieces).astype(np.int64), slots)
+    return PreparedPrompt(np.concatenate(pieces).astype(np.int64), slots, sources)

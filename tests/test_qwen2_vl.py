@@ -163,7 +163,7 @@ def test_tensorrt_profiles_bound_the_patch_axis_by_the_budget(pipe):
     extra = ",window_ids:{n}" if spec.window_size else ""
     vision = {a.split("=")[0]: a.split("=")[1] for a in cmds["vision"] if "Shapes" in a}
     for flag, n in [("--minShapes", 4), ("--optShapes", most), ("--maxShapes", most)]:
-        assert vision[flag] == f"pixel_values:{n}x1176,rotary_pos_ids:{n}x2" + extra.format(n=n)
+        assert vision[flag] == f"pixel_values:{n}x1176,rotary_pos_ids:{n}x2,segment_ids:{n}" + extra.format(n=n)
     assert f"--maxShapes=image_features:{most}x32" in cmds["connector"]
     prefill_min = next(a for a in cmds["llm"] if a.startswith("--minShapes"))
     assert "position_ids:3x1x1" in prefill_min
@@ -212,3 +212,66 @@ def _hf_models(model_dir, version: str):
     model = cls.from_pretrained(model_dir, attn_implementation="eager").eval()
     model.generation_config.eos_token_id = None
     return model, AutoTokenizer.from_pretrained(model_dir), Qwen2VLImageProcessorPil.from_pretrained(model_dir)
+
+
+def _hf_generate_video(hf, text: str, images, frames, pipe, fps: float = 2.0) -> list[int]:
+    """transformers generate on the same prompt with pixel_values_videos from vlmforge's kernel (transformers'
+    video processor needs torchvision, which is not importable here: the pixels are the kernel's, the model
+    side — vision over temporal patches, M-RoPE with time steps — is transformers')."""
+    from vlmforge.kernels.native import native_video
+
+    model, tokenizer, processor = hf
+    pixels, layout = native_video(frames, pipe.manifest.image.preprocess)
+    grid = np.array([[layout.frames, *layout.grid]])
+    kwargs = {}
+    if images:
+        px = processor(images=images, return_tensors="np")
+        head, *rest = text.split("<|image_pad|>")
+        text = head + "".join("<|image_pad|>" * int(g.prod() // 4) + r for g, r in zip(px["image_grid_thw"], rest))
+        kwargs.update(pixel_values=torch.as_tensor(px["pixel_values"]), image_grid_thw=torch.as_tensor(px["image_grid_thw"]))
+    head, rest = text.split("<|video_pad|>")
+    ids = tokenizer(head + "<|video_pad|>" * int(grid.prod() // 4) + rest, return_tensors="pt")["input_ids"]
+    types = (ids == model.config.image_token_id).int() + 2 * (ids == model.config.video_token_id).int()
+    kwargs.update(pixel_values_videos=torch.as_tensor(pixels), video_grid_thw=torch.as_tensor(grid), mm_token_type_ids=types)
+    if pipe.manifest.llm.positions.tokens_per_second:
+        kwargs["second_per_grid_ts"] = torch.tensor([pipe.manifest.image.preprocess.temporal_patch_size / fps])
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
+                             do_sample=False, **kwargs)
+    return out[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.parametrize("with_image", [False, True], ids=["video", "image-and-video"])
+def test_video_tokens_match_transformers(pipe, hf, tmp_path, with_image):
+    from PIL import Image
+
+    frames = np.random.default_rng(3).integers(0, 256, (6, 40, 50, 3), dtype=np.uint8)
+    images = _images([(60, 80)]) if with_image else []
+    text = pipe.turn_prompt("What happens?", len(images), num_videos=1)
+    ours = pipe.generate(text, images=images, videos=[frames], max_new_tokens=NEW_TOKENS, ignore_eos=True)
+    assert ours.token_ids == _hf_generate_video(hf, text, images, frames, pipe)
+    folder = tmp_path / "frames"  # the same video as a folder of frames: the same tokens
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i:03d}.png")
+    assert pipe.generate(text, images=images, videos=[folder], max_new_tokens=4, ignore_eos=True).token_ids == ours.token_ids[:4]
+
+
+def test_bad_videos(pipe, tmp_path, tiny_llava):
+    text = pipe.turn_prompt("What happens?", 0, num_videos=1)
+    cases = [(np.zeros((0, 40, 40, 3), np.uint8), "no frames"), ([np.zeros((40, 40, 3), np.uint8),
+              np.zeros((30, 40, 3), np.uint8)], "differ in size"), (tmp_path, "no frames")]
+    for video, says in cases:
+        with pytest.raises(ValueError, match=says):
+            pipe.generate(text, videos=[video], max_new_tokens=1)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not really a video")
+    with pytest.raises(ValueError, match=r'vlmforge\[video\]|cannot decode'):
+        pipe.generate(text, videos=[clip], max_new_tokens=1)
+    with pytest.raises(PromptError, match="video_fps must be a positive number"):
+        pipe.generate(text, videos=[np.zeros((2, 40, 40, 3), np.uint8)], max_new_tokens=1, video_fps=0)
+    with pytest.raises(PromptError, match="0 video placeholder"):
+        pipe.generate(pipe.turn_prompt("Hi", 0), videos=[np.zeros((2, 40, 40, 3), np.uint8)], max_new_tokens=1)
+    llava = Pipeline.load(tiny_llava[1])
+    with pytest.raises(PromptError, match="takes no videos"):
+        llava.generate("USER: hi ASSISTANT:", videos=[np.zeros((2, 40, 40, 3), np.uint8)], max_new_tokens=1)

@@ -7,5 +7,5 @@ import numpy as np
 from .base import Positions
 
 
-def plan(seq_len: int, image_slots, token_grids) -> Positions:
+def plan(seq_len: int, image_slots, token_grids, time_steps) -> Positions:
     return Positions(np.arange(seq_len, dtype=np.int64)[None, :])

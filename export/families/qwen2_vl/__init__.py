@@ -22,13 +22,14 @@ from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec, PositionSpec
 from ...decoder import decoder_graph, kv_layout
 from ...graphs import Connector
 from ...onnx_export import GraphExport
-from ...preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, read_processor_config
+from ...preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, read_processor_config, read_video_processor_config
 from ..base import FamilyExport, load_pretrained
 from .vision import NativeVision, WindowedVision
 
 ARCHITECTURES = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
 MODEL_CLASSES = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
 IMAGE_TOKEN = "<|image_pad|>"
+VIDEO_TOKEN = "<|video_pad|>"
 STOP_STRINGS = ["<|im_end|>"]
 
 
@@ -41,10 +42,18 @@ def load(model_dir: Path):
     return load_pretrained(getattr(transformers, MODEL_CLASSES[model_type]), model_dir)
 
 
-def native_spec(proc: dict, vision_config) -> PreprocessSpec:
-    """The processor's budget and patching: ``size`` {shortest_edge, longest_edge} (transformers 5)
-    or ``min_pixels`` / ``max_pixels`` (hub checkpoints)."""
+def _budget(proc: dict, default_min: int, default_max: int) -> tuple[int, int]:
+    """``size`` {shortest_edge, longest_edge} (transformers 5) or ``min_pixels`` / ``max_pixels`` (hub checkpoints)."""
     size = proc.get("size") or {}
+    return (int(proc.get("min_pixels") or size.get("shortest_edge") or default_min),
+            int(proc.get("max_pixels") or size.get("longest_edge") or default_max))
+
+
+def native_spec(proc: dict, vision_config, video: dict | None = None) -> PreprocessSpec:
+    """The image processor's budget and patching, and the video processor's frame budget
+    (its defaults, 128·28² … 768·28², when the checkpoint has no video processor config)."""
+    min_pixels, max_pixels = _budget(proc, 56 * 56, 28 * 28 * 1280)
+    video_min, video_max = _budget(video or {}, 128 * 28 * 28, 28 * 28 * 768)
     mean = proc.get("image_mean", OPENAI_CLIP_MEAN)
     return PreprocessSpec(
         scheme="native",
@@ -57,8 +66,10 @@ def native_spec(proc: dict, vision_config) -> PreprocessSpec:
         patch_size=int(proc.get("patch_size", vision_config.patch_size)),
         merge_size=int(proc.get("merge_size", vision_config.spatial_merge_size)),
         temporal_patch_size=int(proc.get("temporal_patch_size", vision_config.temporal_patch_size)),
-        min_pixels=int(proc.get("min_pixels") or size.get("shortest_edge") or 56 * 56),
-        max_pixels=int(proc.get("max_pixels") or size.get("longest_edge") or 28 * 28 * 1280),
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        video_min_pixels=video_min,
+        video_max_pixels=video_max,
         window_size=int(getattr(vision_config, "window_size", 0) or 0),
         image_newline=False,
     )
@@ -98,7 +109,7 @@ def connector_graph(model, features: torch.Tensor) -> GraphExport:
 def prepare(model_dir: Path) -> FamilyExport:
     model = load(model_dir)
     config = model.config
-    spec = native_spec(read_processor_config(model_dir), config.vision_config)
+    spec = native_spec(read_processor_config(model_dir), config.vision_config, read_video_processor_config(model_dir))
     vision = vision_graph(model, spec)
     with torch.no_grad():
         features = vision.module(*vision.example_inputs).contiguous()
@@ -111,10 +122,12 @@ def prepare(model_dir: Path) -> FamilyExport:
         architecture=type(model).__name__,
         graphs=[vision, connector_graph(model, features), llm],
         embed_tokens=embed,
-        image=ImageSpec(image_token=IMAGE_TOKEN, image_token_id=int(config.image_token_id), preprocess=spec),
+        image=ImageSpec(image_token=IMAGE_TOKEN, image_token_id=int(config.image_token_id), preprocess=spec,
+                        video_token=VIDEO_TOKEN, video_token_id=int(config.video_token_id)),
         llm=LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
                     vocab_size=embed.shape[0], max_context=int(text.max_position_embeddings),
-                    positions=PositionSpec("mrope", spatial_merge_size=spec.merge_size)),
+                    positions=PositionSpec("mrope", spatial_merge_size=spec.merge_size,
+                                           tokens_per_second=float(getattr(config.vision_config, "tokens_per_second", 0) or 0))),
         capabilities=Capabilities(uses_mrope=True),
         source_config=config.to_dict(),
         stop_strings=list(STOP_STRINGS),

@@ -4,7 +4,8 @@ transformers' ``Qwen2VisionTransformerPretrainedModel.forward`` derives the rota
 the attention blocks (``cu_seqlens``) from ``grid_thw`` with Python loops over ``tolist()`` —
 data-dependent control flow no graph can hold. Here the host computes the geometry from the grid
 (``kernels/native.py``: ``rotary_pos_ids``) and the graph takes it as an input; with one image
-per call every patch attends to every other, so no mask is needed. Same weights, same maths.
+per call, the only mask is the one that keeps a video's temporal patches apart (``segment_ids``,
+what ``cu_seqlens`` does there). Same weights, same maths.
 
 Qwen2.5-VL's windowed layers attend within windows only. transformers permutes the patches into
 window order so flash attention sees contiguous windows; attention restricted by a mask built in
@@ -39,40 +40,46 @@ def vision_attention(attn: nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: t
     return attn.proj(out)
 
 
+def group_mask(ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(patches,) group ids → (patches, patches) additive mask: 0 within a group, min elsewhere."""
+    same = ids.unsqueeze(0) == ids.unsqueeze(1)
+    return torch.where(same, 0.0, torch.finfo(dtype).min).to(dtype)
+
+
 class NativeVision(nn.Module):
-    """pixel_values (patches, 3·t·p·p), rotary_pos_ids (patches, 2) → image_features (patches, embed_dim),
-    the patches in merge-window order (the connector, the patch merger, folds each window into a token)."""
+    """pixel_values (patches, 3·t·p·p), rotary_pos_ids (patches, 2), segment_ids (patches,) →
+    image_features (patches, embed_dim), the patches in merge-window order (the connector, the patch
+    merger, folds each window into a token). A patch attends to the patches of its segment (its
+    temporal patch: an image is one segment, a video one per frame group)."""
 
     def __init__(self, visual: nn.Module):
         super().__init__()
         self.visual = visual
 
-    def forward(self, pixel_values: torch.Tensor, rotary_pos_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, rotary_pos_ids: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
+        return self.run(pixel_values, rotary_pos_ids, segment_ids, None)
+
+    def run(self, pixel_values, rotary_pos_ids, segment_ids, window_ids, full_layers=()) -> torch.Tensor:
         v = self.visual
         hidden = v.patch_embed(pixel_values)
         cos, sin = v.rotary_pos_emb(hidden, rotary_pos_ids)  # (patches, head_dim) each
-        for block in v.blocks:
-            hidden = hidden + vision_attention(block.attn, block.norm1(hidden), cos, sin)
+        full = group_mask(segment_ids, hidden.dtype)
+        windowed = full if window_ids is None else group_mask(window_ids, hidden.dtype)
+        for i, block in enumerate(v.blocks):
+            mask = full if window_ids is None or i in full_layers else windowed
+            hidden = hidden + vision_attention(block.attn, block.norm1(hidden), cos, sin, mask)
             hidden = hidden + block.mlp(block.norm2(hidden))
         return hidden
 
 
 class WindowedVision(NativeVision):
-    """Qwen2.5-VL: as NativeVision, with ``window_ids`` (patches,) int64; layers outside
-    ``full_layers`` attend only to patches of the same window."""
+    """Qwen2.5-VL: as NativeVision, with ``window_ids`` (patches,); layers outside ``full_layers``
+    attend only to patches of the same window."""
 
     def __init__(self, visual: nn.Module, full_layers):
         super().__init__(visual)
-        self.full_layers = set(full_layers)
+        self.full_layers = tuple(full_layers)
 
-    def forward(self, pixel_values: torch.Tensor, rotary_pos_ids: torch.Tensor, window_ids: torch.Tensor) -> torch.Tensor:
-        v = self.visual
-        hidden = v.patch_embed(pixel_values)
-        cos, sin = v.rotary_pos_emb(hidden, rotary_pos_ids)
-        same = window_ids.unsqueeze(0) == window_ids.unsqueeze(1)  # (patches, patches)
-        window_mask = torch.where(same, 0.0, torch.finfo(hidden.dtype).min).to(hidden.dtype)
-        for i, block in enumerate(v.blocks):
-            mask = None if i in self.full_layers else window_mask
-            hidden = hidden + vision_attention(block.attn, block.norm1(hidden), cos, sin, mask)
-            hidden = hidden + block.mlp(block.norm2(hidden))
-        return hidden
+    def forward(self, pixel_values: torch.Tensor, rotary_pos_ids: torch.Tensor, segment_ids: torch.Tensor,
+                window_ids: torch.Tensor) -> torch.Tensor:
+        return self.run(pixel_values, rotary_pos_ids, segment_ids, window_ids, self.full_layers)

@@ -1,0 +1,44 @@
+"""Images and videos on their way into the prompt: each encoded item with the layout its tokens
+take (for the position scheme), put in the order the prompt's placeholders ask for them."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels.spec import PreprocessSpec, TileLayout
+from .errors import PromptError
+from .prompt import PreparedPrompt
+
+
+@dataclass
+class Media:
+    embeds: np.ndarray  # (tokens, hidden)
+    layout: TileLayout  # grid (patches) and frames (temporal patches) of its tokens
+    time_step: float = 1.0  # temporal position step per temporal patch (mrope)
+
+
+def as_list(items) -> list:
+    """None → [], one item → [item], a list or tuple → a list (an array is one item)."""
+    if items is None:
+        return []
+    return list(items) if isinstance(items, (list, tuple)) else [items]
+
+
+def video_time_step(spec: PreprocessSpec, tokens_per_second: float, fps) -> float:
+    """Qwen2.5-VL: tokens_per_second × seconds per temporal patch (temporal_patch_size / fps); Qwen2-VL: 1."""
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
+        raise PromptError(f"video_fps must be a positive number (the frames' rate), got {fps!r}")
+    if not tokens_per_second:
+        return 1.0
+    return float(np.float32(tokens_per_second) * np.float32(spec.temporal_patch_size / fps))
+
+
+def in_prompt_order(prepared: PreparedPrompt, images: list[Media], videos: list[Media], image_id: int) -> list[Media]:
+    """The encoded items in the order their slot runs appear in the prompt."""
+    if prepared.sources is None:  # images only, in order (prefix / memory placements)
+        return images
+    return [images[i] if token == image_id else videos[i] for token, i in prepared.sources]

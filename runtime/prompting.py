@@ -1,0 +1,70 @@
+"""From what a caller gives (a prompt string, chat messages, a plain question) to token ids with
+image and video slots, in the model's own chat template and placeholders."""
+
+from __future__ import annotations
+
+from .errors import PromptError
+from .manifest import Manifest
+from .prompt import (PreparedPrompt, check_text, expand_media_slots, prefix_image_placeholders, render_messages,
+                     user_turn)
+from .tokenizer import TextTokenizer
+
+
+class Prompter:
+    def __init__(self, manifest: Manifest, tokenizer: TextTokenizer):
+        self.manifest = manifest
+        self.tokenizer = tokenizer
+
+    def prompt_text(self, prompt: str | None, messages, num_images: int, num_videos: int = 0) -> str:
+        """The prompt string: given, or rendered from chat messages with the model's template."""
+        if (prompt is None) == (messages is None):
+            raise PromptError("pass exactly one of prompt= (a string) or messages= (a chat)")
+        if messages is None:
+            return check_text(prompt, "prompt")
+        image = self.manifest.image
+        text, num_items, num_clips = render_messages(self.tokenizer, messages, image.image_token, image.placeholder,
+                                                     image.video_token)
+        if num_items != num_images:
+            raise PromptError(f"the messages hold {num_items} image item(s) but {num_images} image(s) were given")
+        if num_clips != num_videos:
+            raise PromptError(f"the messages hold {num_clips} video item(s) but {num_videos} video(s) were given")
+        return text
+
+    def turn_prompt(self, text: str, num_images: int, system: str | None = None, num_videos: int = 0) -> str:
+        """A plain question (the CLI's --prompt) → the prompt string of one user turn in the model's
+        chat template, images first unless ``text`` places them with placeholders."""
+        image = self.manifest.image
+        marks = (image.image_token, image.placeholder)
+        check_text(text, "prompt")
+        if system is not None:
+            check_text(system, "system")
+        if not self.manifest.tokenizer.chat_template:
+            if system:
+                raise PromptError("this model has no chat template, so a system turn has nowhere to go; "
+                                  "leave out --system, or write the whole prompt yourself with --raw")
+            has_mark = any(m and m in text for m in marks)
+            lead = image.placeholder or image.image_token
+            return text if has_mark or image.placement != "inline" else lead * num_images + text
+        messages = user_turn(text, num_images, marks, system, num_videos)
+        rendered = render_messages(self.tokenizer, messages, image.image_token, image.placeholder, image.video_token)[0]
+        if system and rendered == render_messages(self.tokenizer, messages[1:], image.image_token, image.placeholder,
+                                                  image.video_token)[0]:
+            raise PromptError("this model's chat template has no system turn (it renders the same without it); "
+                              "leave out --system")
+        return rendered
+
+    def prepare_prompt(self, prompt: str | None, messages, num_images: int, tokens_per_image: list[int],
+                       tokens_per_video: list[int] = ()) -> PreparedPrompt:
+        image = self.manifest.image
+        prompt = self.prompt_text(prompt, messages, num_images, len(tokens_per_video))
+        if image.placeholder:
+            prompt = prompt.replace(image.placeholder, image.image_token)
+        ids = self.tokenizer.encode(prompt + self.manifest.prompt_suffix)
+        if image.placement == "memory":  # images are cross-attention memory, not prompt tokens
+            return PreparedPrompt(ids, [])
+        if image.placement == "prefix":
+            ids = prefix_image_placeholders(ids, image.image_token_id, num_images)
+        counts, names = {image.image_token_id: list(tokens_per_image)}, {image.image_token_id: "image"}
+        if image.video_token_id is not None:
+            counts[image.video_token_id], names[image.video_token_id] = list(tokens_per_video), "video"
+        return expand_media_slots(ids, counts, names)
