@@ -36,12 +36,15 @@ from vlmforge.kernels import PreprocessSpec, resolve_backend, tile_and_patchify 
 from vlmforge.kernels.cpu.run import release_scratch  # noqa: E402
 
 SIZES = [(336, 336), (672, 672), (1080, 1920), (1600, 3840)]
+SCHEME_SIZES = {"native": [(480, 640), (1080, 1920), (2160, 3840)]}  # Qwen2-VL line: what cameras send
+QWEN25_BUDGET = dict(min_pixels=3136, max_pixels=12845056)  # Qwen2.5-VL-3B-Instruct's processor
 PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 SPECS = {
     "fixed": PreprocessSpec(size=[336], crop=[336, 336], mean=CLIP_MEAN, std=CLIP_STD),
     "anyres": PreprocessSpec(scheme="anyres", grid_pinpoints=PINPOINTS, mean=CLIP_MEAN, std=CLIP_STD),
     "hd": PreprocessSpec(scheme="hd", merge_size=2, resample="bilinear", background=[255] * 3, mean=CLIP_MEAN, std=CLIP_STD),
     "patches": PreprocessSpec(scheme="patches", size=[1080, 1920], patch_size=30, resample="bilinear", background=[1] * 3, mean=[0.5] * 3, std=[0.5] * 3),
+    "native": PreprocessSpec(scheme="native", resize="none", patch_size=14, merge_size=2, mean=CLIP_MEAN, std=CLIP_STD, **QWEN25_BUDGET),
 }  # fmt: skip
 
 
@@ -50,12 +53,14 @@ def baselines():
     from transformers.models.fuyu.image_processing_pil_fuyu import FuyuImageProcessorPil
     from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
     from test_kernels_hd import original_hd
 
     crop = {"height": 336, "width": 336}
     llava = LlavaImageProcessorPil(size={"shortest_edge": 336}, crop_size=crop)
     nxt = LlavaNextImageProcessorPil(size={"shortest_edge": 336}, crop_size=crop, image_grid_pinpoints=PINPOINTS)
     fuyu = FuyuImageProcessorPil()
+    qwen = Qwen2VLImageProcessorPil(**QWEN25_BUDGET)
 
     def fuyu_run(img):
         out = fuyu(img, input_data_format="channels_last")
@@ -70,6 +75,7 @@ def baselines():
         "anyres": lambda img: nxt(img, **kw),
         "hd": lambda img: original_hd(img, 25),
         "patches": fuyu_run,
+        "native": lambda img: qwen(img, **kw),
     }
 
 
@@ -134,7 +140,7 @@ def main() -> None:
     print(f"{'scheme':8} {'input':>10} {'numpy ms':>8} {'C ms':>7} {'reused':>7} {'hf ms':>7} "
           f"{'C ×hf':>6} {'reused':>6} {'C MP/s':>7} {'extra MiB':>9} {'×out':>5}")
     for scheme in args.schemes.split(","):
-        for h, w in SIZES:
+        for h, w in SCHEME_SIZES.get(scheme, SIZES):
             r = {impl: measure(impl, scheme, h, w, args.repeat) for impl in IMPLS}
             ref, ours, reused, theirs = (r[i]["s"] for i in IMPLS)
             extra, out_bytes = r["c"]["extra"], r["c"]["out"]

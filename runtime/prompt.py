@@ -40,7 +40,7 @@ def render_messages(tokenizer, messages: list[dict], image_token: str, placehold
             elif any(mark in text for mark in marks):
                 raise PromptError(
                     f"{where} contains the image placeholder {next(k for k in marks if k in text)!r}; "
-                    "images go in as {'type': 'image'} items (videos as {'type': 'video'}), text cannot create slots"
+                    "images go in as {'type': 'image'} items (videos as {'type': 'video'}), text cannot create image slots"
                 )
     return tokenizer.render_chat(list(messages)), counts["image"], counts["video"]
 
