@@ -106,28 +106,33 @@ def connector_graph(model, features: torch.Tensor) -> GraphExport:
     )
 
 
+def llm_spec(config, vocab_size: int, merge_size: int) -> LLMSpec:
+    """The decoder's KV layout, and M-RoPE positions (Qwen2.5-VL: video time steps from tokens_per_second)."""
+    text = config.text_config
+    num_layers, kv_heads, head_dim = kv_layout(text)
+    per_second = float(getattr(config.vision_config, "tokens_per_second", 0) or 0)
+    return LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
+                   vocab_size=vocab_size, max_context=int(text.max_position_embeddings),
+                   positions=PositionSpec("mrope", spatial_merge_size=merge_size, tokens_per_second=per_second))
+
+
 def prepare(model_dir: Path) -> FamilyExport:
     model = load(model_dir)
     config = model.config
     spec = native_spec(read_processor_config(model_dir), config.vision_config, read_video_processor_config(model_dir))
     vision = vision_graph(model, spec)
-    with torch.no_grad():
+    with torch.no_grad():  # the connector's example input: the tower's output for the vision example
         features = vision.module(*vision.example_inputs).contiguous()
-    text = config.text_config
-    num_layers, kv_heads, head_dim = kv_layout(text)
     embed = model.get_input_embeddings().weight.detach()
-    llm = decoder_graph(model.model.language_model, model.lm_head, text, position_rows=3)
     return FamilyExport(
         family=config.model_type,
         architecture=type(model).__name__,
-        graphs=[vision, connector_graph(model, features), llm],
+        graphs=[vision, connector_graph(model, features),
+                decoder_graph(model.model.language_model, model.lm_head, config.text_config, position_rows=3)],
         embed_tokens=embed,
         image=ImageSpec(image_token=IMAGE_TOKEN, image_token_id=int(config.image_token_id), preprocess=spec,
                         video_token=VIDEO_TOKEN, video_token_id=int(config.video_token_id)),
-        llm=LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
-                    vocab_size=embed.shape[0], max_context=int(text.max_position_embeddings),
-                    positions=PositionSpec("mrope", spatial_merge_size=spec.merge_size,
-                                           tokens_per_second=float(getattr(config.vision_config, "tokens_per_second", 0) or 0))),
+        llm=llm_spec(config, embed.shape[0], spec.merge_size),
         capabilities=Capabilities(uses_mrope=True),
         source_config=config.to_dict(),
         stop_strings=list(STOP_STRINGS),
