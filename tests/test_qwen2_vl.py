@@ -275,3 +275,31 @@ def test_bad_videos(pipe, tmp_path, tiny_llava):
     llava = Pipeline.load(tiny_llava[1])
     with pytest.raises(PromptError, match="takes no videos"):
         llava.generate("USER: hi ASSISTANT:", videos=[np.zeros((2, 40, 40, 3), np.uint8)], max_new_tokens=1)
+
+
+def _write_mp4(path, frames, fps: int = 2):
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_a_video_file_decodes_through_pyav(pipe, tmp_path, monkeypatch):
+    import sys
+
+    from vlmforge.runtime.video import load_video
+
+    clip = tmp_path / "clip.mp4"
+    _write_mp4(clip, np.random.default_rng(8).integers(0, 256, (6, 48, 64, 3), dtype=np.uint8))
+    frames = load_video(clip, 10**8)
+    assert frames.shape == (6, 48, 64, 3)
+    text = pipe.turn_prompt("What happens?", 0, num_videos=1)
+    from_file = pipe.generate(text, videos=[clip], max_new_tokens=6, ignore_eos=True).token_ids
+    assert from_file == pipe.generate(text, videos=[frames], max_new_tokens=6, ignore_eos=True).token_ids
+    monkeypatch.setitem(sys.modules, "av", None)  # an install without the extra
+    with pytest.raises(ValueError, match=r'pip install "vlmforge\[video\]"'):
+        pipe.generate(text, videos=[clip], max_new_tokens=1)
