@@ -117,11 +117,13 @@ class Pipeline:
         image = self.manifest.image
         if image.video_token_id is None or spec.scheme != "native":
             raise PromptError(f"{self.manifest.family} takes no videos; pass pictures in images=[...]")
+        if self.preprocess.device != "cpu":
+            raise VlmforgeError("videos are preprocessed by the CPU kernel only for now; load with preprocess='cpu'")
         step = video_time_step(spec, self.manifest.llm.positions.tokens_per_second, fps)
         with timer("image_decode"):
             frames = load_video(video, spec.max_input_pixels)
         with timer("preprocess", self.preprocess):
-            pixels, layout = native_video(frames, spec, getattr(self.preprocess, "kernel", "numpy"))
+            pixels, layout = native_video(frames, spec, self.preprocess.kernel)
         embeds = self._embed_pixels(pixels, layout, spec, timer, "")
         return Media(embeds.reshape(-1, embeds.shape[-1]), layout, step)
 
