@@ -69,7 +69,7 @@ def cmd_run(args) -> int:
     prompt, images, videos = _prompt_and_images(args, pipe)
     sampling = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                     repetition_penalty=args.repetition_penalty, do_sample=args.sample or None)
-    media = dict(videos=videos, video_fps=args.video_fps) if videos else {}
+    media = dict(videos=videos, video_fps=args.video_fps, sample_fps=args.sample_fps) if videos else {}
     for piece in pipe.stream(prompt, images=images, max_new_tokens=args.max_new_tokens, stop=args.stop,
                              max_pixels=args.max_pixels, **media, **sampling):
         print(piece, end="", flush=True)
@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--video", action="append", help="video: a folder of frames or a video file (needs "
                        "vlmforge[video]); native-resolution models (Qwen2-VL line)")
         q.add_argument("--video-fps", type=float, default=2.0, help="the rate the given frames were taken at")
+        q.add_argument("--sample-fps", type=float, help="sample the video's frames down to this rate first "
+                       "(as transformers' video processor does with fps)")
         q.add_argument("--prompt", help=f"the question, put in one user turn of the model's chat template with the "
                        f"images first (default: {DEFAULT_QUESTION!r}); '\\n' allowed")
         q.add_argument("--system", help="a system turn before it (where the chat template has one)")

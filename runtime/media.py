@@ -31,7 +31,7 @@ def as_list(items) -> list:
 def video_time_step(spec: PreprocessSpec, tokens_per_second: float, fps) -> float:
     """Qwen2.5-VL: tokens_per_second × seconds per temporal patch (temporal_patch_size / fps); Qwen2-VL: 1."""
     if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not math.isfinite(fps) or fps <= 0:
-        raise PromptError(f"video_fps must be a positive number (the frames' rate), got {fps!r}")
+        raise PromptError(f"video_fps / sample_fps must be a positive number (a frame rate), got {fps!r}")
     if not tokens_per_second:
         return 1.0
     return float(np.float32(tokens_per_second) * np.float32(spec.temporal_patch_size / fps))

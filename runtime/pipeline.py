@@ -26,7 +26,7 @@ from .preprocess import choose_preprocess
 from .media import Media, as_list, in_prompt_order, video_time_step
 from .prompt import PreparedPrompt
 from .prompting import Prompter
-from .video import load_video
+from .video import load_video, sample_frames
 from .sampling import Sampler, SamplingParams, check_max_new_tokens
 from .stats import GenerationStats, StageTimer
 from .stream import TextAssembler, TextStream, stop_list
@@ -112,16 +112,19 @@ class Pipeline:
         assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
         return embeds, layout
 
-    def _encode_video(self, video, timer: StageTimer, spec: PreprocessSpec, fps) -> Media:
-        """A video (frames array, list of pictures, folder, file) → its embeddings and token layout."""
+    def _encode_video(self, video, timer: StageTimer, spec: PreprocessSpec, fps, sample_fps=None) -> Media:
+        """A video (frames array, list of pictures, folder, file) taken at ``fps`` → its embeddings and
+        token layout; with ``sample_fps`` its frames are first sampled down to that rate."""
         image = self.manifest.image
         if image.video_token_id is None or spec.scheme != "native":
             raise PromptError(f"{self.manifest.family} takes no videos; pass pictures in images=[...]")
         if self.preprocess.device != "cpu":
             raise VlmforgeError("videos are preprocessed by the CPU kernel only for now; load with preprocess='cpu'")
-        step = video_time_step(spec, self.manifest.llm.positions.tokens_per_second, fps)
+        step = video_time_step(spec, self.manifest.llm.positions.tokens_per_second, sample_fps or fps)
         with timer("image_decode"):
             frames = load_video(video, spec.max_input_pixels)
+            if sample_fps is not None:
+                frames = frames[sample_frames(len(frames), fps, sample_fps, spec.temporal_patch_size)]
         with timer("preprocess", self.preprocess):
             pixels, layout = native_video(frames, spec, self.preprocess.kernel)
         embeds = self._embed_pixels(pixels, layout, spec, timer, "")
@@ -206,6 +209,7 @@ class Pipeline:
         max_pixels: int | None = None,
         videos=None,
         video_fps: float = 2.0,
+        sample_fps: float | None = None,
         done=lambda result: None,
         **sampling,
     ) -> Iterator[str]:
@@ -218,7 +222,7 @@ class Pipeline:
         images, videos = as_list(images), as_list(videos)
         text = self.prompt_text(prompt, messages, len(images), len(videos))
         pictures = [Media(*self._encode(img, timer, text, spec)) for img in images]
-        clips = [self._encode_video(v, timer, spec, video_fps) for v in videos]
+        clips = [self._encode_video(v, timer, spec, video_fps, sample_fps) for v in videos]
         prepared = self.prepare_prompt(text, None, len(images), [m.embeds.shape[0] for m in pictures],
                                        [m.embeds.shape[0] for m in clips])
         media = in_prompt_order(prepared, pictures, clips, self.manifest.image.image_token_id)

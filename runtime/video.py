@@ -1,12 +1,14 @@
 """Video inputs → (frames, H, W, 3) uint8: an array, a list of pictures, a folder of frames, or a
 video file (decoded with PyAV, the optional ``vlmforge[video]`` extra).
 
-Frames are taken as given (no resampling in time here: pass the frames at the rate you want the
-model to see, and that rate as ``video_fps=``); every frame must have the same size.
+Frames are taken as given unless a sampling rate is asked for (``sample_frames``, as the
+transformers video processor samples with ``fps``: uniformly, a multiple of the temporal patch,
+between ``min_frames`` and ``max_frames``); every frame must have the same size.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,22 @@ from .errors import ImageError
 from .images import load_image
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+MIN_FRAMES, MAX_FRAMES = 4, 768  # Qwen2VLVideoProcessor's defaults
+
+
+def sample_frames(total: int, source_fps: float, fps: float, temporal_patch: int,
+                  min_frames: int = MIN_FRAMES, max_frames: int = MAX_FRAMES) -> np.ndarray:
+    """Indices of the frames to keep when a ``total``-frame video taken at ``source_fps`` is
+    sampled at ``fps`` (``Qwen2VLVideoProcessor.sample_frames``)."""
+    if not (math.isfinite(fps) and fps > 0 and math.isfinite(source_fps) and source_fps > 0):
+        raise ImageError(f"frame rates must be positive numbers, got sample fps {fps!r} and video fps {source_fps!r}")
+    most = math.floor(min(max_frames, total) / temporal_patch) * temporal_patch
+    count = min(max(total / source_fps * fps, min_frames), most, total)
+    count = math.floor(count / temporal_patch) * temporal_patch
+    if count < 1:
+        raise ImageError(f"a {total}-frame video is too short to sample {temporal_patch}-frame temporal patches at "
+                         f"{fps} fps; pass more frames or leave out the sampling rate")
+    return np.arange(0, total, total / count).astype(np.int64)[:count]
 
 
 def load_video(source, max_pixels: int) -> np.ndarray:

@@ -268,7 +268,7 @@ def test_bad_videos(pipe, tmp_path, tiny_llava):
     clip.write_bytes(b"not really a video")
     with pytest.raises(ValueError, match=r'vlmforge\[video\]|cannot decode'):
         pipe.generate(text, videos=[clip], max_new_tokens=1)
-    with pytest.raises(PromptError, match="video_fps must be a positive number"):
+    with pytest.raises(PromptError, match="must be a positive number"):
         pipe.generate(text, videos=[np.zeros((2, 40, 40, 3), np.uint8)], max_new_tokens=1, video_fps=0)
     with pytest.raises(PromptError, match="0 video placeholder"):
         pipe.generate(pipe.turn_prompt("Hi", 0), videos=[np.zeros((2, 40, 40, 3), np.uint8)], max_new_tokens=1)
@@ -303,3 +303,19 @@ def test_a_video_file_decodes_through_pyav(pipe, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # an install without the extra
     with pytest.raises(ValueError, match=r'pip install "vlmforge\[video\]"'):
         pipe.generate(text, videos=[clip], max_new_tokens=1)
+
+
+def test_frame_sampling(pipe):
+    from vlmforge.runtime.video import sample_frames
+
+    assert sample_frames(60, 30.0, 2.0, 2).tolist() == [0, 15, 30, 45]  # 2 s at 2 fps: 4 frames
+    assert sample_frames(10, 30.0, 2.0, 2).tolist() == [0, 2, 5, 7]  # under a second: min_frames (4)
+    assert len(sample_frames(3000, 30.0, 2.0, 2, max_frames=16)) == 16
+    assert all(len(sample_frames(n, 24.0, 3.0, 2)) % 2 == 0 for n in range(4, 200, 7))
+    frames = np.random.default_rng(4).integers(0, 256, (24, 40, 50, 3), dtype=np.uint8)
+    text = pipe.turn_prompt("What happens?", 0, num_videos=1)
+    sampled = pipe.generate(text, videos=[frames], video_fps=12.0, sample_fps=2.0, max_new_tokens=4, ignore_eos=True)
+    kept = frames[sample_frames(24, 12.0, 2.0, 2)]
+    assert sampled.token_ids == pipe.generate(text, videos=[kept], video_fps=2.0, max_new_tokens=4, ignore_eos=True).token_ids
+    with pytest.raises(ValueError, match="too short"):
+        pipe.generate(text, videos=[frames[:1]], sample_fps=2.0, max_new_tokens=1)
