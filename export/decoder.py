@@ -24,13 +24,20 @@ def cache_names(num_layers: int) -> tuple[list[str], list[str]]:
     return past, present
 
 
+# batch 2, seq 3, past 4: torch.export specialises sizes 0 and 1, so examples avoid them
+EXAMPLE_BATCH, EXAMPLE_SEQ, EXAMPLE_PAST = 2, 3, 4
+
+
 def decoder_graph(language_model: torch.nn.Module, lm_head: torch.nn.Module, text_config,
-                  position_rows: int = 1) -> GraphExport:
-    """``position_rows`` 3: M-RoPE's (temporal, height, width) position_ids (3, b, s) instead of (b, s)."""
+                  position_rows: int = 1, extra_inputs=(), module=None) -> GraphExport:
+    """``position_rows`` 3: M-RoPE's (temporal, height, width) position_ids (3, b, s) instead of (b, s).
+
+    ``extra_inputs``: (name, example, {axis: dim name}) of per-token inputs after position_ids, built
+    for EXAMPLE_BATCH × EXAMPLE_SEQ tokens, which ``module`` (a ``DecoderWithCache`` taking them
+    before the cache) reads."""
     num_layers, kv_heads, head_dim = kv_layout(text_config)
     use_grouped_attention(language_model.config)  # no repeat_kv copy of the cache in the graph
-    # batch 2, seq 3, past 4: torch.export specialises sizes 0 and 1, so examples avoid them
-    batch, seq, past = 2, 3, 4
+    batch, seq, past = EXAMPLE_BATCH, EXAMPLE_SEQ, EXAMPLE_PAST
     embeds = torch.randn(batch, seq, text_config.hidden_size)
     mask = torch.ones(batch, past + seq, dtype=torch.int64)
     positions = torch.arange(past, past + seq, dtype=torch.int64).expand(batch, seq).contiguous()
@@ -42,13 +49,15 @@ def decoder_graph(language_model: torch.nn.Module, lm_head: torch.nn.Module, tex
         "inputs_embeds": {0: "batch", 1: "sequence"},
         "attention_mask": {0: "batch", 1: "total_sequence"},
         "position_ids": {0: "batch", 1: "sequence"} if position_rows == 1 else {1: "batch", 2: "sequence"},
+        **{name: axes for name, _, axes in extra_inputs},
         **{n: {0: "batch", 2: "past_sequence"} for n in past_names},
     }
+    module = module or DecoderWithCache(language_model, lm_head, num_layers)
     return GraphExport(
         name="llm",
-        module=DecoderWithCache(language_model, lm_head, num_layers).eval(),
-        example_inputs=(embeds, mask, positions, cache),
-        input_names=["inputs_embeds", "attention_mask", "position_ids", *past_names],
+        module=module.eval(),
+        example_inputs=(embeds, mask, positions, *(x for _, x, _ in extra_inputs), cache),
+        input_names=["inputs_embeds", "attention_mask", "position_ids", *(n for n, _, _ in extra_inputs), *past_names],
         output_names=["logits", *present_names],
         dims=dims,
     )

@@ -99,6 +99,10 @@ class DecoderWithCache(nn.Module):
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        return self.step(inputs_embeds, attention_mask, position_ids, past)
+
+    def step(self, inputs_embeds, attention_mask, position_ids, past, **extra):
+        """``extra``: further keyword inputs of the text model (Qwen3-VL's DeepStack features)."""
         from transformers.cache_utils import DynamicCache
 
         cache = DynamicCache(config=self.language_model.config)
@@ -112,6 +116,7 @@ class DecoderWithCache(nn.Module):
             use_cache=True,
             return_dict=True,
             **{self.cache_arg: cache},
+            **extra,
         )
         logits = self.lm_head(out.last_hidden_state[:, -1:, :])
         presents = []

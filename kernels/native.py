@@ -24,18 +24,28 @@ from .plan import Placement, Tile, normalise_lut, run_placement
 from .spec import PreprocessSpec, TileLayout
 
 
-def smart_resize(h: int, w: int, spec: PreprocessSpec, video: bool = False) -> tuple[int, int]:
-    """transformers' ``smart_resize`` with factor = patch · merge, in the image (or video frame) budget."""
+def smart_resize(h: int, w: int, spec: PreprocessSpec, video: bool = False, frames: int = 1) -> tuple[int, int]:
+    """transformers' ``smart_resize`` with factor = patch · merge, in the image (or video) budget.
+
+    A video's budget bounds one frame (Qwen2/2.5-VL) or, ``video_budget == "clip"``, the whole clip
+    of ``frames`` frames (Qwen3-VL's video processor: frames rounded to temporal patches, sides under
+    one factor scaled up first)."""
     factor = spec.patch_size * spec.merge_size
     lo, hi = (spec.video_min_pixels, spec.video_max_pixels) if video else (spec.min_pixels, spec.max_pixels)
+    clip = video and spec.video_budget == "clip"
+    if clip and (h < factor or w < factor):
+        scale = max(factor / h, factor / w)
+        h, w = int(h * scale), int(w * scale)
     if max(h, w) / min(h, w) > 200:
         raise ValueError(f"a {h}×{w} image has an aspect ratio over 200 (the processor's limit); crop it first")
+    tp = spec.temporal_patch_size
+    t, count = (round(frames / tp) * tp, frames) if clip else (1, 1)  # the budget's frame factor
     rh, rw = round(h / factor) * factor, round(w / factor) * factor
-    if rh * rw > hi:
-        beta = math.sqrt(h * w / hi)
+    if t * rh * rw > hi:
+        beta = math.sqrt(count * h * w / hi)
         rh, rw = max(factor, math.floor(h / beta / factor) * factor), max(factor, math.floor(w / beta / factor) * factor)
-    elif rh * rw < lo:
-        beta = math.sqrt(lo / (h * w))
+    elif t * rh * rw < lo:
+        beta = math.sqrt(lo / (count * h * w))
         rh, rw = math.ceil(h * beta / factor) * factor, math.ceil(w * beta / factor) * factor
     return rh, rw
 
@@ -81,7 +91,10 @@ def native_video(frames: np.ndarray, spec: PreprocessSpec, backend: str = "numpy
     processor pads), consecutive frames grouped into temporal patches."""
     count, h, w = frames.shape[:3]
     tp = spec.temporal_patch_size
-    rh, rw = smart_resize(h, w, spec, video=True)
+    if spec.video_budget == "clip" and count < tp:
+        raise ValueError(f"this model's video processor needs at least {tp} frames (one temporal patch), got {count}; "
+                         "pass more frames, or the picture as an image")
+    rh, rw = smart_resize(h, w, spec, video=True, frames=count)
     pl = Placement((rh, rw), (0, 0), (Tile(0, 0, 0, rh, rw),))
     groups = -(-count // tp)
     canvas = np.empty((groups * tp, 3, rh, rw), dtype=dtype)
@@ -101,7 +114,9 @@ def native_geometry(layout: TileLayout, spec: PreprocessSpec) -> dict[str, np.nd
     """The vision graph's host-side inputs, for the patches in their merge-window order:
     ``rotary_pos_ids`` (patches, 2) int64, each patch's (row, column); ``segment_ids`` (patches,),
     its temporal patch (attention stays within one, as ``cu_seqlens`` makes it); with windowed
-    layers ``window_ids`` (patches,), its attention window, numbered across temporal patches."""
+    layers ``window_ids`` (patches,), its attention window, numbered across temporal patches; with a
+    learned position grid (Qwen3-VL) ``interp_indices`` (patches, 4) int64 and ``interp_weights``
+    (patches, 4) float32, the bilinear taps that resample it to the patch grid."""
     gh, gw = layout.grid
     m, t = spec.merge_size, layout.frames
     rows, cols = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
@@ -110,9 +125,34 @@ def native_geometry(layout: TileLayout, spec: PreprocessSpec) -> dict[str, np.nd
     cols = cols.reshape(blocks).transpose(0, 2, 1, 3).reshape(-1)
     feeds = {"rotary_pos_ids": np.tile(np.stack([rows, cols], axis=1).astype(np.int64), (t, 1)),
              "segment_ids": np.repeat(np.arange(t, dtype=np.int64), gh * gw)}
+    if spec.position_grid:
+        taps, weights = position_grid_taps(rows, cols, (gh, gw), spec.position_grid)
+        feeds["interp_indices"], feeds["interp_weights"] = np.tile(taps, (t, 1)), np.tile(weights, (t, 1))
     if spec.window_size:
         side = spec.window_size // m // spec.patch_size  # tokens per window side
         across, down = -(-(gw // m) // side), -(-(gh // m) // side)  # windows per row / column of windows
         window = (rows // m // side) * across + cols // m // side
         feeds["window_ids"] = (feeds["segment_ids"] * (across * down) + np.tile(window, t)).astype(np.int64)
     return feeds
+
+
+def position_grid_taps(rows: np.ndarray, cols: np.ndarray, grid: tuple[int, int], side: int):
+    """Bilinear (align_corners) taps of a ``side``² learned position table for patches at (rows, cols)
+    of a ``grid`` (gh, gw) → indices (n, 4) int64 into the flattened table, weights (n, 4) float32.
+
+    As transformers' ``get_vision_interpolation_indices_and_weights`` computes them (float32, the
+    same operations in the same order): what ``F.interpolate(bilinear, align_corners=True)`` of the
+    table to (gh, gw) reads for each patch."""
+
+    def axis(index: np.ndarray, size: int):
+        src = index.astype(np.float32) * np.float32(side - 1) / np.float32(max(size - 1, 1))
+        floor = np.floor(src)
+        offsets = np.arange(2)
+        taps = np.clip(floor.astype(np.int64)[:, None] + offsets, 0, side - 1)
+        distance = np.abs((src - floor)[:, None] - offsets.astype(np.float32))
+        return taps, np.maximum(np.float32(1) - distance, np.float32(0))
+
+    (h_taps, h_w), (w_taps, w_w) = axis(rows, grid[0]), axis(cols, grid[1])
+    indices = (h_taps[:, :, None] * side + w_taps[:, None, :]).reshape(-1, 4)
+    weights = (h_w[:, :, None] * w_w[:, None, :]).reshape(-1, 4).astype(np.float32)
+    return indices.astype(np.int64), weights

@@ -64,6 +64,13 @@ class PreprocessSpec:
     window_size: int = 0  # native: Qwen2.5-VL's attention window side in pixels (0: no windowed layers)
     video_min_pixels: int = 128 * 28 * 28  # native: a video frame's resized area bounds (the video processor's)
     video_max_pixels: int = 28 * 28 * 768
+    # native: Qwen3-VL's learned position-embedding grid side, resampled to each patch grid (0: none)
+    position_grid: int = 0
+    # native: what video_max_pixels bounds — "frame" (Qwen2/2.5-VL) or "clip", all frames together (Qwen3-VL)
+    video_budget: str = "frame"
+    # native: how frames are sampled at a frame rate — "qwen2" (a multiple of the temporal patch,
+    # evenly stepped) or "linspace" (rounded linspace over the video, Qwen3-VL)
+    frame_sampling: str = "qwen2"
 
     def __post_init__(self):
         from .resample import filter_name
@@ -95,6 +102,9 @@ class PreprocessSpec:
         if self.scheme == "native" and self.max_pixels < (p * self.merge_size) ** 2:
             raise ValueError(f"max_pixels {self.max_pixels} is below one merge window "
                              f"({p * self.merge_size}×{p * self.merge_size} pixels); raise it")
+        if self.video_budget not in ("frame", "clip") or self.frame_sampling not in ("qwen2", "linspace"):
+            raise ValueError(f"video_budget is 'frame' or 'clip' and frame_sampling 'qwen2' or 'linspace'; got "
+                             f"{self.video_budget!r}, {self.frame_sampling!r}")
         if self.scheme == "hd" and self.max_tiles < 1:
             raise ValueError(f"hd needs max_tiles >= 1, got {self.max_tiles}")
         if self.scheme == "patches":

@@ -87,8 +87,9 @@ class OrtDecoder:
 
         self.constants = {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
-    def step(self, inputs_embeds: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+    def step(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, extra: dict | None = None) -> np.ndarray:
         """inputs_embeds (1, s, d) float32, position_ids (1, s) int64 → logits (vocab,) float32.
+        ``extra``: the manifest's per-token inputs for these s tokens (runtime/token_inputs.py).
 
         The logits are a view of a buffer the step after next overwrites: copy them to keep them longer."""
         seq = inputs_embeds.shape[1]
@@ -104,6 +105,12 @@ class OrtDecoder:
             b.bind_value(name, value)
         for name, value in self.constants.items():
             b.bind_value(name, value)
+        extra = extra or {}
+        for declared in self.spec.token_inputs:
+            if declared.name not in extra:
+                raise ValueError(f"the llm graph takes {declared.name} ({declared.kind}) at every step; pass it in "
+                                 "extra= (runtime/token_inputs.plan_token_inputs builds it)")
+            b.bind_array(declared.name, np.ascontiguousarray(extra[declared.name], dtype=np.float32))
         turn = self._turn
         self._turn ^= 1
         b.bind_value_output("logits", self._logits_values[turn])

@@ -24,6 +24,7 @@ LM_HEADS = ("full", "screened")  # LLMSpec.head
 MANIFEST_NAME = "manifest.json"
 PLACEMENTS = ("inline", "prefix", "memory")
 POSITION_SCHEMES = ("consecutive", "mrope")  # runtime/positions/
+TOKEN_INPUT_KINDS = ("deepstack",)  # runtime/token_inputs.py
 
 
 @dataclass
@@ -91,6 +92,23 @@ class PositionSpec:
 
 
 @dataclass
+class TokenInput:
+    """A per-token input of the LLM graph beside inputs_embeds, built by runtime/token_inputs.py.
+
+    deepstack (Qwen3-VL): ``name`` (layers, batch, seq, hidden) float — the connector output of
+    that name (layers, tokens, hidden) of each image at its tokens' positions, zero at text tokens;
+    the graph adds layer i's to the hidden states after decoder layer i."""
+
+    name: str
+    kind: str
+    layers: int = 0
+
+    def __post_init__(self):
+        if self.kind not in TOKEN_INPUT_KINDS:
+            raise ManifestError(f"unknown LLM token input kind {self.kind!r}; this runtime knows {TOKEN_INPUT_KINDS}")
+
+
+@dataclass
 class LLMSpec:
     num_layers: int
     num_kv_heads: int
@@ -103,10 +121,13 @@ class LLMSpec:
     # argmax(logits) is exact — greedy decoding only (export/screened_head.py)
     head: str = "full"
     positions: PositionSpec = field(default_factory=PositionSpec)
+    token_inputs: list[TokenInput] = field(default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.positions, dict):
             self.positions = parse(PositionSpec, self.positions, "manifest.llm.positions")
+        self.token_inputs = [t if isinstance(t, TokenInput) else parse(TokenInput, t, "manifest.llm.token_inputs")
+                             for t in self.token_inputs]
 
 
 @dataclass
@@ -143,6 +164,10 @@ class ImageSpec:
     # native-resolution models with video: the placeholder of a video and the id its slots carry
     video_token: str | None = None
     video_token_id: int | None = None
+    # what each temporal patch of a video becomes in the prompt, when the model gives every one its
+    # own run of slots (Qwen3-VL: "<{seconds} seconds><|vision_start|>{video}<|vision_end|>"):
+    # {seconds} its timestamp to one decimal, {video} the video token (expanded to the patch's tokens)
+    video_frame_template: str | None = None
 
     def __post_init__(self):
         if isinstance(self.preprocess, dict):

@@ -3,9 +3,10 @@ take (for the position scheme), put in the order the prompt's placeholders ask f
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,6 +20,16 @@ class Media:
     embeds: np.ndarray  # (tokens, hidden)
     layout: TileLayout  # grid (patches) and frames (temporal patches) of its tokens
     time_step: float = 1.0  # temporal position step per temporal patch (mrope)
+    extras: dict = field(default_factory=dict)  # further connector outputs, (…, tokens, …): DeepStack's
+    timestamps: list[float] = field(default_factory=list)  # a video's: seconds at each temporal patch
+
+    def temporal_patches(self) -> list["Media"]:
+        """A video as one item per temporal patch (for prompts that give each its own slots)."""
+        t = self.layout.frames
+        per = self.embeds.shape[0] // t
+        one = dataclasses.replace(self.layout, num_tiles=self.layout.num_tiles // t, num_image_tokens=per, frames=1)
+        return [Media(self.embeds[i * per : (i + 1) * per], one, 1.0,
+                      {k: v[..., i * per : (i + 1) * per, :] for k, v in self.extras.items()}) for i in range(t)]
 
 
 def as_list(items) -> list:
@@ -42,3 +53,13 @@ def in_prompt_order(prepared: PreparedPrompt, images: list[Media], videos: list[
     if prepared.sources is None:  # images only, in order (prefix / memory placements)
         return images
     return [images[i] if token == image_id else videos[i] for token, i in prepared.sources]
+
+
+def frame_timestamps(indices, fps: float, temporal_patch: int) -> list[float]:
+    """Seconds at each temporal patch of frames ``indices`` taken at ``fps``: the indices padded with
+    the last to a multiple of the patch, each patch the mean of its first and last frame's time
+    (``Qwen3VLProcessor._calculate_timestamps``)."""
+    indices = [int(i) for i in indices]
+    indices += [indices[-1]] * (-len(indices) % temporal_patch)
+    times = [i / fps for i in indices]
+    return [(times[i] + times[i + temporal_patch - 1]) / 2 for i in range(0, len(times), temporal_patch)]

@@ -23,13 +23,14 @@ from .budget import call_spec
 from .manifest import Manifest, load_manifest
 from .positions import Positions, plan_positions
 from .preprocess import choose_preprocess
-from .media import Media, as_list, in_prompt_order, video_time_step
+from .media import Media, as_list, frame_timestamps, in_prompt_order, video_time_step
 from .prompt import PreparedPrompt
 from .prompting import Prompter
 from .video import load_video, sample_frames
 from .sampling import Sampler, SamplingParams, check_max_new_tokens
 from .stats import GenerationStats, StageTimer
 from .stream import TextAssembler, TextStream, stop_list
+from .token_inputs import plan_token_inputs
 from .tokenizer import TextTokenizer
 from .turns import DecoderTurns
 
@@ -97,20 +98,20 @@ class Pipeline:
         """One image (path / PIL / array) → its embeddings (num_image_tokens, hidden).
 
         ``prompt_text`` feeds connectors that read the instruction too (``connector_text_inputs``)."""
-        return self._encode(image, timer, prompt_text)[0]
+        return self._encode(image, timer, prompt_text).embeds
 
-    def _encode(self, image, timer: StageTimer, prompt_text: str = "", spec: PreprocessSpec | None = None):
-        """→ (embeddings, the kernel's layout: its grid places the image's tokens for the position scheme).
-        ``spec``: this call's preprocessing (a smaller image budget), default the export's."""
+    def _encode(self, image, timer: StageTimer, prompt_text: str = "", spec: PreprocessSpec | None = None) -> Media:
+        """→ its embeddings and the kernel's layout (its grid places the image's tokens for the position
+        scheme). ``spec``: this call's preprocessing (a smaller image budget), default the export's."""
         spec = spec or self.manifest.image.preprocess
         with timer("image_decode"):
             rgb = load_image(image, spec.max_input_pixels)
         with timer("preprocess", self.preprocess):
             pixels, layout = self.preprocess(rgb, spec)
-        embeds = self._embed_pixels(pixels, layout, spec, timer, prompt_text)
+        embeds, extras = self._embed_pixels(pixels, layout, spec, timer, prompt_text)
         embeds = pack_image_features(embeds, rgb.shape[:2], spec, self.image_newline, self.view_separator)
         assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
-        return embeds, layout
+        return Media(embeds, layout, extras=extras)
 
     def _encode_video(self, video, timer: StageTimer, spec: PreprocessSpec, fps, sample_fps=None) -> Media:
         """A video (frames array, list of pictures, folder, file) taken at ``fps`` → its embeddings and
@@ -123,29 +124,34 @@ class Pipeline:
         step = video_time_step(spec, self.manifest.llm.positions.tokens_per_second, sample_fps or fps)
         with timer("image_decode"):
             frames = load_video(video, spec.max_input_pixels)
+            kept = np.arange(len(frames))
             if sample_fps is not None:
-                frames = frames[sample_frames(len(frames), fps, sample_fps, spec.temporal_patch_size)]
+                kept = sample_frames(len(frames), fps, sample_fps, spec.temporal_patch_size, rule=spec.frame_sampling)
+                frames = frames[kept]
         with timer("preprocess", self.preprocess):
             pixels, layout = native_video(frames, spec, self.preprocess.kernel)
-        embeds = self._embed_pixels(pixels, layout, spec, timer, "")
-        return Media(embeds.reshape(-1, embeds.shape[-1]), layout, step)
+        embeds, extras = self._embed_pixels(pixels, layout, spec, timer, "")
+        return Media(embeds.reshape(-1, embeds.shape[-1]), layout, step, extras,
+                     frame_timestamps(kept, fps, spec.temporal_patch_size))
 
     def _embed_pixels(self, pixels, layout: TileLayout, spec: PreprocessSpec, timer: StageTimer, prompt_text: str):
-        """Pixels → vision → connector: the connector's output (before any per-scheme packing)."""
-        features = pixels  # no vision graph: the patches are the features (Fuyu)
+        """Pixels → vision → connector: (image_embeds before any per-scheme packing, the connector's
+        other outputs by name — Qwen3-VL's deepstack_embeds)."""
+        outputs = {"image_features": pixels}  # no vision graph: the patches are the features (Fuyu)
         if self.vision is not None:
             # the geometry a native-resolution tower needs (rotary positions …) comes from the grid, on the host
             feeds = {"pixel_values": pixels, **vision_geometry(layout, spec)}
             with timer("vision", self.vision):
-                features = self.vision.run(feeds)["image_features"]
-        embeds = features  # no connector: the decoder reads vision features directly (BLIP)
-        if self.connector is not None:
-            feeds = {"image_features": features}
-            if self.manifest.capabilities.connector_text_inputs:
-                feeds.update(self.connector_text_feeds(prompt_text, features.shape[0]))
-            with timer("connector", self.connector):
-                embeds = self.connector.run(feeds)["image_embeds"]
-        return embeds
+                outputs = self.vision.run(feeds)
+        if self.connector is None:  # the decoder reads vision features directly (BLIP)
+            return outputs["image_features"], {}
+        names = self.manifest.graphs["connector"].input_names  # image_features [, deepstack_features]
+        feeds = {name: outputs[name] for name in names if name in outputs}
+        if self.manifest.capabilities.connector_text_inputs:
+            feeds.update(self.connector_text_feeds(prompt_text, outputs["image_features"].shape[0]))
+        with timer("connector", self.connector):
+            out = self.connector.run(feeds)
+        return out["image_embeds"], {k: v for k, v in out.items() if k != "image_embeds"}
 
     def connector_text_feeds(self, text: str, num_tiles: int) -> dict[str, np.ndarray]:
         """The prompt in the connector's own vocabulary: (tiles, length) ids and mask."""
@@ -221,8 +227,11 @@ class Pipeline:
         timer = StageTimer() if timer is None else timer
         images, videos = as_list(images), as_list(videos)
         text = self.prompt_text(prompt, messages, len(images), len(videos))
-        pictures = [Media(*self._encode(img, timer, text, spec)) for img in images]
+        pictures = [self._encode(img, timer, text, spec) for img in images]
         clips = [self._encode_video(v, timer, spec, video_fps, sample_fps) for v in videos]
+        if self.manifest.image.video_frame_template:  # every temporal patch its own run of slots (Qwen3-VL)
+            text = self.prompter.expand_video_frames(text, [c.timestamps for c in clips])
+            clips = [patch for c in clips for patch in c.temporal_patches()]
         prepared = self.prepare_prompt(text, None, len(images), [m.embeds.shape[0] for m in pictures],
                                        [m.embeds.shape[0] for m in clips])
         media = in_prompt_order(prepared, pictures, clips, self.manifest.image.image_token_id)
@@ -232,13 +241,14 @@ class Pipeline:
             inputs_embeds = self.merge(prepared, embeds)
         inputs_embeds, decoder_ids = self.attach_memory(inputs_embeds, prepared, embeds, timer)
         positions = self.positions(len(decoder_ids), prepared, media)
-        logits = prefill(self.decoder, inputs_embeds, timer, positions)
+        feeds = plan_token_inputs(self.manifest.llm, len(decoder_ids), prepared.image_slots, media)
+        logits = prefill(self.decoder, inputs_embeds, timer, positions, feeds)
         # ignore_eos: profiling decodes exactly max_new_tokens, like benchmark harnesses do
         eos = set() if ignore_eos else set(self.manifest.tokenizer.eos_token_ids)
         text = TextAssembler(self.tokenizer.stream(), self.manifest.generation.stop_strings if stop is None else stop)
         generated, ttft, reason = [], 0.0, "length"
         for token in generate_tokens(self.decoder, self.embed_table, logits, decoder_ids, sampler, max_new, eos, timer,
-                                     positions):
+                                     positions, feeds):
             ttft = ttft or time.perf_counter() - start
             generated.append(token)
             if token in eos:

@@ -53,6 +53,21 @@ class Prompter:
                               "leave out --system")
         return rendered
 
+    def expand_video_frames(self, text: str, timestamps: list[list[float]]) -> str:
+        """Each video placeholder → one ``video_frame_template`` per temporal patch, with its
+        timestamp (``Qwen3VLProcessor.replace_video_token``)."""
+        image = self.manifest.image
+        pieces = text.split(image.video_token)
+        if len(pieces) - 1 != len(timestamps):
+            raise PromptError(f"the prompt has {len(pieces) - 1} video placeholder(s) but {len(timestamps)} video(s) "
+                              f"were given; put one {image.video_token} per video")
+
+        def frames(stamps: list[float]) -> str:
+            template = image.video_frame_template
+            return "".join(template.replace("{seconds}", f"{s:.1f}").replace("{video}", image.video_token) for s in stamps)
+
+        return pieces[0] + "".join(frames(stamps) + rest for stamps, rest in zip(timestamps, pieces[1:]))
+
     def prepare_prompt(self, prompt: str | None, messages, num_images: int, tokens_per_image: list[int],
                        tokens_per_video: list[int] = ()) -> PreparedPrompt:
         image = self.manifest.image

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PromptError
+from .errors import PromptError, VlmforgeError
 from .kv_cache import cache_names
 from .manifest import Manifest
 from .tensorrt_session import deserialize, set_shape, tensor_dtype
@@ -59,6 +59,11 @@ class TrtDecoder:
     def __init__(self, root: Path, manifest: Manifest):
         from .cuda import DeviceBuffer, EventTimer, PinnedArray, Stream
 
+        if manifest.llm.token_inputs or manifest.llm.positions.scheme != "consecutive":
+            raise VlmforgeError(f"the TensorRT decoder binds (1, seq) positions and no per-token inputs; this "
+                                f"{manifest.family} export needs {manifest.llm.positions.scheme} positions"
+                                f"{' and ' + ', '.join(t.name for t in manifest.llm.token_inputs) if manifest.llm.token_inputs else ''}"
+                                "; load it with backend='onnxruntime'")
         spec, engine_spec = manifest.graphs["llm"], manifest.engines.graphs["llm"]
         self.engine = deserialize(root, engine_spec, spec)
         self.max_context = manifest.engines.max_context
@@ -86,8 +91,11 @@ class TrtDecoder:
     def reset(self) -> None:
         self.cache.reset()
 
-    def step(self, inputs_embeds: np.ndarray, position_ids: np.ndarray) -> np.ndarray:
+    def step(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, extra: dict | None = None) -> np.ndarray:
         """inputs_embeds (1, s, d), position_ids (1, s) int64 → logits (vocab,) float32."""
+        if extra:
+            raise PromptError(f"the TensorRT decoder does not bind per-token inputs ({', '.join(extra)}) yet; "
+                              "load this model with backend='onnxruntime'")
         seq, past = inputs_embeds.shape[1], self.cache.num_tokens
         total = past + seq
         if total > self.max_context:

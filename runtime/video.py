@@ -21,11 +21,15 @@ MIN_FRAMES, MAX_FRAMES = 4, 768  # Qwen2VLVideoProcessor's defaults
 
 
 def sample_frames(total: int, source_fps: float, fps: float, temporal_patch: int,
-                  min_frames: int = MIN_FRAMES, max_frames: int = MAX_FRAMES) -> np.ndarray:
+                  min_frames: int = MIN_FRAMES, max_frames: int = MAX_FRAMES, rule: str = "qwen2") -> np.ndarray:
     """Indices of the frames to keep when a ``total``-frame video taken at ``source_fps`` is
-    sampled at ``fps`` (``Qwen2VLVideoProcessor.sample_frames``)."""
+    sampled at ``fps``: ``rule`` "qwen2" as ``Qwen2VLVideoProcessor.sample_frames`` (a multiple of
+    the temporal patch, evenly stepped), "linspace" as ``Qwen3VLVideoProcessor.sample_frames``."""
     if not (math.isfinite(fps) and fps > 0 and math.isfinite(source_fps) and source_fps > 0):
         raise ImageError(f"frame rates must be positive numbers, got sample fps {fps!r} and video fps {source_fps!r}")
+    if rule == "linspace":
+        count = min(max(int(total / source_fps * fps), min_frames), max_frames, total)
+        return np.linspace(0, total - 1, count).round().astype(np.int64)
     most = math.floor(min(max_frames, total) / temporal_patch) * temporal_patch
     count = min(max(total / source_fps * fps, min_frames), most, total)
     count = math.floor(count / temporal_patch) * temporal_patch

@@ -1,6 +1,7 @@
-"""The Qwen2-VL line (Qwen2-VL, Qwen2.5-VL with windowed attention): the native-resolution kernel
-against Qwen2VLImageProcessorPil, each graph against its torch module, greedy tokens against
-transformers' generate with M-RoPE positions, and the image-token budget."""
+"""The Qwen2-VL line (Qwen2-VL, Qwen2.5-VL with windowed attention, Qwen3-VL with DeepStack and
+interleaved M-RoPE): the native-resolution kernel against Qwen2VLImageProcessorPil, each graph
+against its torch module, greedy tokens against transformers' generate with M-RoPE positions, and
+the image-token budget."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from vlmforge.runtime import Pipeline, PromptError
 # (h, w): landscape, below min_pixels (upscaled), 1:8, portrait
 SIZES = [(60, 80), (20, 20), (30, 240), (70, 30)]
 NEW_TOKENS = 24
+VERSIONS = {"qwen2_vl": "2", "qwen2_5_vl": "2.5", "qwen3_vl": "3"}
 
 
-@pytest.fixture(scope="module", params=["2", "2.5"], ids=["qwen2_vl", "qwen2_5_vl"])
+@pytest.fixture(scope="module", params=list(VERSIONS.values()), ids=list(VERSIONS))
 def qwen(request, tmp_path_factory):
     from vlmforge.export import export_model
     from vlmforge.export.tiny_qwen2_vl import make_tiny_qwen2_vl
@@ -34,7 +36,7 @@ def pipe(qwen):
 
 @pytest.fixture(scope="module")
 def hf(qwen, pipe):
-    return _hf_models(qwen[0], "2" if pipe.manifest.family == "qwen2_vl" else "2.5")
+    return _hf_models(qwen[0], VERSIONS[pipe.manifest.family])
 
 
 def _images(sizes, seed=0):
@@ -60,21 +62,35 @@ def test_graphs_match_the_torch_modules(pipe, hf):
     spec = pipe.manifest.image.preprocess
     pixels, layout = tile_and_patchify(image, spec)
     feeds = {"pixel_values": pixels, **vision_geometry(layout, spec)}
-    features = pipe.vision.run(feeds)["image_features"]
-    embeds = pipe.connector.run({"image_features": features})["image_embeds"]
+    outputs = pipe.vision.run(feeds)
+    merged = pipe.connector.run({k: v for k, v in outputs.items() if k in pipe.connector.spec.input_names})
     grid = torch.tensor([[1, *layout.grid]])
     with torch.no_grad():
         ref = model.model.visual(torch.as_tensor(pixels), grid_thw=grid)
     if not spec.window_size:  # Qwen2.5-VL returns its last hidden state in window order; the merged output is in order
-        assert np.abs(features - ref.last_hidden_state.numpy()).max() < 1e-4
-    assert np.abs(embeds - ref.pooler_output.numpy()).max() < 1e-4
-    seq = 9
-    inputs = np.random.default_rng(1).standard_normal((1, seq, model.config.text_config.hidden_size)).astype(np.float32)
+        assert np.abs(outputs["image_features"] - ref.last_hidden_state.numpy()).max() < 1e-4
+    assert np.abs(merged["image_embeds"] - ref.pooler_output.numpy()).max() < 1e-4
+    deepstack = getattr(ref, "deepstack_features", None)
+    if deepstack:  # Qwen3-VL: one merged feature per DeepStack layer
+        assert np.abs(merged["deepstack_embeds"] - torch.stack(deepstack).numpy()).max() < 1e-4
+    seq, hidden = 9, model.config.text_config.hidden_size
+    rng = np.random.default_rng(1)
+    inputs = rng.standard_normal((1, seq, hidden)).astype(np.float32)
     positions = np.stack([np.arange(seq), np.arange(seq) + 2, np.arange(seq) * 2])[:, None, :].astype(np.int64)
+    visual = np.zeros((1, seq), dtype=bool)
+    visual[0, 2:6] = True  # DeepStack features at four "image" positions, as transformers scatters them
+    extra, kwargs = {}, {}
+    for declared in pipe.manifest.llm.token_inputs:
+        rows = rng.standard_normal((declared.layers, 4, hidden)).astype(np.float32)
+        dense = np.zeros((declared.layers, 1, seq, hidden), np.float32)
+        dense[:, 0, 2:6] = rows
+        extra[declared.name] = dense
+        kwargs = dict(visual_pos_masks=torch.as_tensor(visual), deepstack_visual_embeds=list(torch.as_tensor(rows)))
     pipe.decoder.reset()
-    logits = np.array(pipe.decoder.step(inputs, positions))
+    logits = np.array(pipe.decoder.step(inputs, positions, extra))
     with torch.no_grad():
-        out = model.model.language_model(inputs_embeds=torch.as_tensor(inputs), position_ids=torch.as_tensor(positions))
+        out = model.model.language_model(inputs_embeds=torch.as_tensor(inputs), position_ids=torch.as_tensor(positions),
+                                         **kwargs)
         ref_logits = model.lm_head(out.last_hidden_state)[0, -1].numpy()
     assert np.abs(logits - ref_logits).max() < 1e-4
 
@@ -124,7 +140,8 @@ def test_a_smaller_budget_per_call_counts_tokens_as_transformers_does(pipe, hf):
     image = _images([(200, 300)], seed=5)[0]
     budget = 28 * 28 * 16
     small = Qwen2VLImageProcessorPil(min_pixels=processor.size["shortest_edge"], max_pixels=budget,
-                                     patch_size=processor.patch_size, merge_size=processor.merge_size)
+                                     patch_size=processor.patch_size, merge_size=processor.merge_size,
+                                     image_mean=processor.image_mean, image_std=processor.image_std)
     text = pipe.turn_prompt("Describe it.", 1)
     full = pipe.generate(text, images=[image], max_new_tokens=2)
     ours = pipe.generate(text, images=[image], max_new_tokens=NEW_TOKENS, ignore_eos=True, max_pixels=budget)
@@ -158,17 +175,23 @@ def test_tensorrt_profiles_bound_the_patch_axis_by_the_budget(pipe):
 
     manifest = pipe.manifest
     spec = manifest.image.preprocess
-    most = spec.max_pixels // spec.patch_size**2  # 28·28·64 px → 256 patches of 14²
+    most = spec.max_pixels // spec.patch_size**2  # 28·28·64 px → 256 patches of 14² (196 of 16²)
     cmds = trtexec_commands(manifest, BuildOptions(precision={"vision": "fp16"}))
     extra = ",window_ids:{n}" if spec.window_size else ""
+    extra += ",interp_indices:{n}x4,interp_weights:{n}x4" if spec.position_grid else ""
+    width = 3 * spec.temporal_patch_size * spec.patch_size**2
     vision = {a.split("=")[0]: a.split("=")[1] for a in cmds["vision"] if "Shapes" in a}
     for flag, n in [("--minShapes", 4), ("--optShapes", most), ("--maxShapes", most)]:
-        assert vision[flag] == f"pixel_values:{n}x1176,rotary_pos_ids:{n}x2,segment_ids:{n}" + extra.format(n=n)
-    assert f"--maxShapes=image_features:{most}x32" in cmds["connector"]
+        assert vision[flag] == f"pixel_values:{n}x{width},rotary_pos_ids:{n}x2,segment_ids:{n}" + extra.format(n=n)
+    connector = next(a for a in cmds["connector"] if a.startswith("--maxShapes"))
+    assert connector.startswith(f"--maxShapes=image_features:{most}x32")
     prefill_min = next(a for a in cmds["llm"] if a.startswith("--minShapes"))
     assert "position_ids:3x1x1" in prefill_min
+    for declared in manifest.llm.token_inputs:  # DeepStack: (layers, batch, seq, hidden), seq bounded like the prompt
+        assert f"{declared.name}:{declared.layers}x1x1x{manifest.llm.hidden_size}" in prefill_min
+        assert f"deepstack_features:{declared.layers}x{most}x32" in connector
     limited = trtexec_commands(manifest, BuildOptions(max_tiles=64))
-    assert any(a.startswith("--maxShapes=pixel_values:64x1176") for a in limited["vision"])
+    assert any(a.startswith(f"--maxShapes=pixel_values:64x{width}") for a in limited["vision"])
 
 
 def _random_config(rng) -> dict:
@@ -179,12 +202,14 @@ def _random_config(rng) -> dict:
     cut = sorted(rng.choice(np.arange(1, half), size=2, replace=False))
     depth = int(rng.integers(1, 4))
     vision_heads = int(rng.choice([2, 4]))
-    return dict(version=str(rng.choice(["2", "2.5"])), depth=depth, vision_heads=vision_heads,
+    return dict(version=str(rng.choice(["2", "2.5", "3"])), depth=depth, vision_heads=vision_heads,
                 embed_dim=vision_heads * int(rng.choice([4, 8, 12])), hidden=hidden, heads=heads,
                 kv_heads=int(rng.choice([k for k in (1, 2, heads) if heads % k == 0])), layers=int(rng.integers(1, 3)),
                 mrope_section=[int(cut[0]), int(cut[1] - cut[0]), int(half - cut[1])],
                 window_size=int(rng.choice([56, 112])),
-                full_layers=tuple(int(i) for i in range(depth) if rng.random() < 0.5), seed=int(rng.integers(1000)))
+                full_layers=tuple(int(i) for i in range(depth) if rng.random() < 0.5),
+                deepstack_layers=tuple(int(i) for i in range(depth) if rng.random() < 0.5),
+                position_grid=int(rng.choice([4, 7])), seed=int(rng.integers(1000)))
 
 
 @pytest.mark.parametrize("draw", range(3))
@@ -208,16 +233,19 @@ def _hf_models(model_dir, version: str):
     from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    cls = transformers.Qwen2VLForConditionalGeneration if version == "2" else transformers.Qwen2_5_VLForConditionalGeneration
+    cls = {"2": transformers.Qwen2VLForConditionalGeneration, "2.5": transformers.Qwen2_5_VLForConditionalGeneration,
+           "3": transformers.Qwen3VLForConditionalGeneration}[version]
     model = cls.from_pretrained(model_dir, attn_implementation="eager").eval()
     model.generation_config.eos_token_id = None
     return model, AutoTokenizer.from_pretrained(model_dir), Qwen2VLImageProcessorPil.from_pretrained(model_dir)
 
 
-def _hf_generate_video(hf, text: str, images, frames, pipe, fps: float = 2.0) -> list[int]:
+def _hf_generate_video(hf, text: str, images, frames, pipe, fps: float = 2.0, indices=None) -> list[int]:
     """transformers generate on the same prompt with pixel_values_videos from vlmforge's kernel (transformers'
     video processor needs torchvision, which is not importable here: the pixels are the kernel's, the model
     side — vision over temporal patches, M-RoPE with time steps — is transformers')."""
+    import transformers
+
     from vlmforge.kernels.native import native_video
 
     model, tokenizer, processor = hf
@@ -230,7 +258,16 @@ def _hf_generate_video(hf, text: str, images, frames, pipe, fps: float = 2.0) ->
         text = head + "".join("<|image_pad|>" * int(g.prod() // 4) + r for g, r in zip(px["image_grid_thw"], rest))
         kwargs.update(pixel_values=torch.as_tensor(px["pixel_values"]), image_grid_thw=torch.as_tensor(px["image_grid_thw"]))
     head, rest = text.split("<|video_pad|>")
-    ids = tokenizer(head + "<|video_pad|>" * int(grid.prod() // 4) + rest, return_tensors="pt")["input_ids"]
+    if isinstance(model, transformers.Qwen3VLForConditionalGeneration):  # Qwen3VLProcessor.replace_video_token
+        from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+
+        indices = list(range(len(frames))) if indices is None else list(indices)  # which frames of the video
+        stamps = Qwen3VLProcessor._calculate_timestamps(None, indices, fps, 2)
+        per = "<|video_pad|>" * int(grid[0, 1:].prod() // 4)
+        pads = "".join(f"<{t:.1f} seconds><|vision_start|>{per}<|vision_end|>" for t in stamps)
+    else:
+        pads = "<|video_pad|>" * int(grid.prod() // 4)
+    ids = tokenizer(head + pads + rest, return_tensors="pt")["input_ids"]
     types = (ids == model.config.image_token_id).int() + 2 * (ids == model.config.video_token_id).int()
     kwargs.update(pixel_values_videos=torch.as_tensor(pixels), video_grid_thw=torch.as_tensor(grid), mm_token_type_ids=types)
     if pipe.manifest.llm.positions.tokens_per_second:
@@ -305,7 +342,7 @@ def test_a_video_file_decodes_through_pyav(pipe, tmp_path, monkeypatch):
         pipe.generate(text, videos=[clip], max_new_tokens=1)
 
 
-def test_frame_sampling(pipe):
+def test_frame_sampling(pipe, hf):
     from vlmforge.runtime.video import sample_frames
 
     assert sample_frames(60, 30.0, 2.0, 2).tolist() == [0, 15, 30, 45]  # 2 s at 2 fps: 4 frames
@@ -315,7 +352,85 @@ def test_frame_sampling(pipe):
     frames = np.random.default_rng(4).integers(0, 256, (24, 40, 50, 3), dtype=np.uint8)
     text = pipe.turn_prompt("What happens?", 0, num_videos=1)
     sampled = pipe.generate(text, videos=[frames], video_fps=12.0, sample_fps=2.0, max_new_tokens=4, ignore_eos=True)
-    kept = frames[sample_frames(24, 12.0, 2.0, 2)]
-    assert sampled.token_ids == pipe.generate(text, videos=[kept], video_fps=2.0, max_new_tokens=4, ignore_eos=True).token_ids
-    with pytest.raises(ValueError, match="too short"):
+    indices = sample_frames(24, 12.0, 2.0, 2, rule=pipe.manifest.image.preprocess.frame_sampling)
+    kept = frames[indices]
+    if pipe.manifest.image.video_frame_template:  # Qwen3-VL: the prompt holds each temporal patch's timestamp
+        assert sampled.token_ids == _hf_generate_video(hf, text, [], kept, pipe, fps=12.0, indices=indices)[:4]
+    else:
+        assert sampled.token_ids == pipe.generate(text, videos=[kept], video_fps=2.0, max_new_tokens=4,
+                                                  ignore_eos=True).token_ids
+    with pytest.raises(ValueError, match="too short|at least 2 frames"):
         pipe.generate(text, videos=[frames[:1]], sample_fps=2.0, max_new_tokens=1)
+
+
+def test_qwen3_video_budget_and_sampling_match_its_video_processor():
+    """Qwen3-VL's video processor bounds the clip (frames × pixels) and samples by linspace. Its module
+    needs torchvision to import, but these two functions are pure: their source is run as it is."""
+    from types import SimpleNamespace
+
+    from transformers.video_utils import VideoMetadata
+
+    ref = _qwen3_video_functions()
+
+    from vlmforge.kernels.native import smart_resize
+    from vlmforge.kernels.spec import PreprocessSpec
+    from vlmforge.runtime.video import sample_frames
+
+    spec = PreprocessSpec(scheme="native", resize="none", patch_size=16, merge_size=2, video_budget="clip",
+                          video_min_pixels=128 * 32 * 32, video_max_pixels=32 * 32 * 768, frame_sampling="linspace")
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        frames, h, w = int(rng.integers(2, 40)), int(rng.integers(8, 2000)), int(rng.integers(8, 2000))
+        if max(h, w) / min(h, w) > 200:
+            continue
+        assert smart_resize(h, w, spec, video=True, frames=frames) == ref.smart_resize(
+            frames, h, w, 2, 32, spec.video_min_pixels, spec.video_max_pixels), (frames, h, w)
+    processor = SimpleNamespace(fps=2, min_frames=4, max_frames=768)
+    for total, fps in [(60, 30.0), (10, 30.0), (3000, 24.0), (7, 2.0), (250, 29.97)]:
+        expected = ref.sample_frames(processor, VideoMetadata(total_num_frames=total, fps=fps))
+        assert sample_frames(total, fps, 2.0, 2, rule="linspace").tolist() == expected.tolist()
+
+
+def _qwen3_video_functions():
+    """``smart_resize`` and ``Qwen3VLVideoProcessor.sample_frames`` from transformers' own source file."""
+    import ast
+    import math
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import transformers
+
+    path = Path(transformers.__file__).parent / "models/qwen3_vl/video_processing_qwen3_vl.py"
+    tree = ast.parse(path.read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Qwen3VLVideoProcessor")
+    wanted = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "smart_resize"]
+    wanted += [n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "sample_frames"]
+    namespace = {"math": math, "np": np, "VideoMetadata": object, "logger": SimpleNamespace(warning_once=print)}
+    exec(compile(ast.Module(body=wanted, type_ignores=[]), str(path), "exec"), namespace)
+    return SimpleNamespace(smart_resize=namespace["smart_resize"], sample_frames=namespace["sample_frames"])
+
+
+def test_qwen3_position_grid_taps_match_transformers():
+    from transformers.vision_utils import get_vision_interpolation_indices_and_weights
+
+    from vlmforge.kernels import vision_geometry
+    from vlmforge.kernels.spec import PreprocessSpec, TileLayout
+
+    spec = PreprocessSpec(scheme="native", resize="none", patch_size=16, merge_size=2, position_grid=48)
+    for grid, frames in [((2, 2), 1), ((4, 6), 1), ((34, 60), 1), ((8, 4), 3), ((2, 96), 1)]:
+        layout = TileLayout(frames * grid[0] * grid[1], (0, 0), 0, grid, frames)
+        ours = vision_geometry(layout, spec)
+        idx, weights = get_vision_interpolation_indices_and_weights(
+            torch.tensor([[frames, *grid]]), 48, mode="bilinear", align_corners=True, spatial_merge_size=2)
+        np.testing.assert_array_equal(ours["interp_indices"], idx.numpy())
+        np.testing.assert_array_equal(ours["interp_weights"], weights.numpy())
+
+
+def test_qwen3_needs_a_whole_temporal_patch(pipe):
+    if not pipe.manifest.image.video_frame_template:
+        pytest.skip("Qwen2/2.5-VL pad a one-frame video to a temporal patch")
+    text = pipe.turn_prompt("What happens?", 0, num_videos=1)
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        pipe.generate(text, videos=[np.zeros((1, 40, 40, 3), np.uint8)], max_new_tokens=1)
+    with pytest.raises(PromptError, match="1 video placeholder"):
+        pipe.generate(text, videos=[np.zeros((2, 40, 40, 3), np.uint8)] * 2, max_new_tokens=1)

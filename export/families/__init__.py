@@ -19,7 +19,7 @@ FAMILIES = {
     "fuyu": ("fuyu",),
     "blip": ("blip",),
     "minigpt4": ("minigpt4", "minigpt-4"),
-    "qwen2_vl": ("qwen2_vl", "qwen2_5_vl"),  # the Qwen2-VL line: one folder, thin per-version parts
+    "qwen2_vl": ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"),  # the Qwen2-VL line: one folder, thin per-version parts
 }
 _ALIASES = {model_type: folder for folder, types in FAMILIES.items() for model_type in types}
 

@@ -57,19 +57,26 @@ class NativeVision(nn.Module):
         self.visual = visual
 
     def forward(self, pixel_values: torch.Tensor, rotary_pos_ids: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
-        return self.run(pixel_values, rotary_pos_ids, segment_ids, None)
+        return self.run(pixel_values, rotary_pos_ids, segment_ids, None)[0]
 
-    def run(self, pixel_values, rotary_pos_ids, segment_ids, window_ids, full_layers=()) -> torch.Tensor:
+    def run(self, pixel_values, rotary_pos_ids, segment_ids, window_ids, full_layers=(), pos_embeds=None, capture=()):
+        """→ (last hidden state, [hidden state after each layer in ``capture``]); ``pos_embeds``
+        (patches, width) is added to the patch embeddings (Qwen3-VL's resampled position grid)."""
         v = self.visual
         hidden = v.patch_embed(pixel_values)
+        if pos_embeds is not None:
+            hidden = hidden + pos_embeds
         cos, sin = v.rotary_pos_emb(hidden, rotary_pos_ids)  # (patches, head_dim) each
         full = group_mask(segment_ids, hidden.dtype)
         windowed = full if window_ids is None else group_mask(window_ids, hidden.dtype)
+        captured = []
         for i, block in enumerate(v.blocks):
             mask = full if window_ids is None or i in full_layers else windowed
             hidden = hidden + vision_attention(block.attn, block.norm1(hidden), cos, sin, mask)
             hidden = hidden + block.mlp(block.norm2(hidden))
-        return hidden
+            if i in capture:
+                captured.append(hidden)
+        return hidden, captured
 
 
 class WindowedVision(NativeVision):
@@ -82,4 +89,4 @@ class WindowedVision(NativeVision):
 
     def forward(self, pixel_values: torch.Tensor, rotary_pos_ids: torch.Tensor, segment_ids: torch.Tensor,
                 window_ids: torch.Tensor) -> torch.Tensor:
-        return self.run(pixel_values, rotary_pos_ids, segment_ids, window_ids, self.full_layers)
+        return self.run(pixel_values, rotary_pos_ids, segment_ids, window_ids, self.full_layers)[0]
