@@ -57,13 +57,13 @@ class TrtKVCache:
 
 class TrtDecoder:
     def __init__(self, root: Path, manifest: Manifest):
+        needs = [manifest.llm.positions.scheme + " positions"] * (manifest.llm.positions.scheme != "consecutive")
+        needs += [t.name for t in manifest.llm.token_inputs]
+        if needs:  # refused at load, so step() (the hot path) checks nothing
+            raise VlmforgeError(f"the TensorRT decoder binds (1, seq) positions and no per-token inputs; this "
+                                f"{manifest.family} export needs {', '.join(needs)}; load it with backend='onnxruntime'")
         from .cuda import DeviceBuffer, EventTimer, PinnedArray, Stream
 
-        if manifest.llm.token_inputs or manifest.llm.positions.scheme != "consecutive":
-            raise VlmforgeError(f"the TensorRT decoder binds (1, seq) positions and no per-token inputs; this "
-                                f"{manifest.family} export needs {manifest.llm.positions.scheme} positions"
-                                f"{' and ' + ', '.join(t.name for t in manifest.llm.token_inputs) if manifest.llm.token_inputs else ''}"
-                                "; load it with backend='onnxruntime'")
         spec, engine_spec = manifest.graphs["llm"], manifest.engines.graphs["llm"]
         self.engine = deserialize(root, engine_spec, spec)
         self.max_context = manifest.engines.max_context
@@ -92,10 +92,8 @@ class TrtDecoder:
         self.cache.reset()
 
     def step(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, extra: dict | None = None) -> np.ndarray:
-        """inputs_embeds (1, s, d), position_ids (1, s) int64 → logits (vocab,) float32."""
-        if extra:
-            raise PromptError(f"the TensorRT decoder does not bind per-token inputs ({', '.join(extra)}) yet; "
-                              "load this model with backend='onnxruntime'")
+        """inputs_embeds (1, s, d), position_ids (1, s) int64 → logits (vocab,) float32. ``extra`` is
+        always empty here: exports that declare per-token inputs are refused at load."""
         seq, past = inputs_embeds.shape[1], self.cache.num_tokens
         total = past + seq
         if total > self.max_context:

@@ -192,6 +192,11 @@ def test_tensorrt_profiles_bound_the_patch_axis_by_the_budget(pipe):
         assert f"deepstack_features:{declared.layers}x{most}x32" in connector
     limited = trtexec_commands(manifest, BuildOptions(max_tiles=64))
     assert any(a.startswith(f"--maxShapes=pixel_values:64x{width}") for a in limited["vision"])
+    from vlmforge.runtime.errors import VlmforgeError
+    from vlmforge.runtime.tensorrt_decoder import TrtDecoder
+
+    with pytest.raises(VlmforgeError, match="needs mrope positions.*backend='onnxruntime'"):  # refused at load
+        TrtDecoder(None, manifest)
 
 
 def _random_config(rng) -> dict:
