@@ -1,4 +1,5 @@
-"""The decode loop's plain verbs: ``prefill``, ``decode_one_token``, ``generate_tokens``.
+"""The decode loop's plain verbs on one decoder: ``prefill`` and ``decode_one_token`` (which token
+comes next and when to stop is the request's ``Sequence``, runtime/serving/sequence.py).
 
 Nothing here knows the model family; the decoder step and the embedding table come from the
 manifest. Position ids come from the scheme the manifest declares (runtime/positions/):
@@ -7,12 +8,9 @@ consecutive when none is given (1-D RoPE or learned positions).
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import numpy as np
 
 from .positions import Positions
-from .sampling import Sampler
 from .stats import StageTimer
 from .token_inputs import TokenFeeds
 
@@ -37,31 +35,3 @@ def decode_one_token(decoder, embed_table: np.ndarray, token_id: int, timer: Sta
     embeds = embed_table[token_id][None, None, :]  # (1, 1, d): one row of the memory-mapped table
     with timer("decode", decoder):
         return decoder.step(embeds, position, feeds.decode if feeds else None)
-
-
-def generate_tokens(
-    decoder,
-    embed_table: np.ndarray,
-    logits: np.ndarray,
-    prompt_ids: np.ndarray,
-    sampler: Sampler,
-    max_new_tokens: int,
-    eos_ids: set[int],
-    timer: StageTimer,
-    positions: Positions | None = None,
-    feeds: TokenFeeds | None = None,
-) -> Iterator[int]:
-    """Yield up to ``max_new_tokens`` ids, the first chosen from the prefill ``logits``; stops after EOS."""
-    n = len(prompt_ids)
-    seen = np.empty(n + max_new_tokens, dtype=np.int64)  # prompt + generated, for the penalty: no list → array per step
-    seen[:n] = prompt_ids
-    for i in range(max_new_tokens):
-        if i:
-            logits = decode_one_token(decoder, embed_table, int(seen[n - 1]), timer, positions, feeds)
-        with timer("sample"):
-            token = sampler(logits, seen[:n])
-        seen[n] = token
-        n += 1
-        yield token
-        if token in eos_ids:
-            return

@@ -22,6 +22,7 @@ class Media:
     time_step: float = 1.0  # temporal position step per temporal patch (mrope)
     extras: dict = field(default_factory=dict)  # further connector outputs, (…, tokens, …): DeepStack's
     timestamps: list[float] = field(default_factory=list)  # a video's: seconds at each temporal patch
+    key: str = ""  # hash of its pixels and settings (runtime/vision_cache.py): same key, same embeddings
 
     def temporal_patches(self) -> list["Media"]:
         """A video as one item per temporal patch (for prompts that give each its own slots)."""
@@ -29,7 +30,8 @@ class Media:
         per = self.embeds.shape[0] // t
         one = dataclasses.replace(self.layout, num_tiles=self.layout.num_tiles // t, num_image_tokens=per, frames=1)
         return [Media(self.embeds[i * per : (i + 1) * per], one, 1.0,
-                      {k: v[..., i * per : (i + 1) * per, :] for k, v in self.extras.items()}) for i in range(t)]
+                      {k: v[..., i * per : (i + 1) * per, :] for k, v in self.extras.items()}, key=f"{self.key}#{i}")
+                for i in range(t)]
 
 
 def as_list(items) -> list:

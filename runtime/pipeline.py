@@ -6,17 +6,17 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from .backends import open_backend, open_graph
-from .decode import generate_tokens, prefill
+from .decode import decode_one_token, prefill
 from .errors import PromptError, VlmforgeError
 from .features import pack_image_features
 from .images import load_image
+from .kv_cache import OrtDecoder
 from ..kernels import PreprocessSpec, TileLayout, vision_geometry
 from ..kernels.native import native_video
 from .budget import call_spec
@@ -28,24 +28,23 @@ from .prompt import PreparedPrompt
 from .prompting import Prompter
 from .video import load_video, sample_frames
 from .sampling import Sampler, SamplingParams, check_max_new_tokens
-from .stats import GenerationStats, StageTimer
-from .stream import TextAssembler, TextStream, stop_list
+from .serving.request import Prepared, Request, make_request
+from .serving.chat import Chat
+from .serving.engine import Engine
+from .serving.prefix_cache import PrefixCache
+from .serving.sequence import GenerationResult, Sequence
+from .vision_cache import DEFAULT_BUDGET_BYTES, VisionCache, media_key
+from .stats import StageTimer
+from .stream import TextStream, stop_list
 from .token_inputs import plan_token_inputs
 from .tokenizer import TextTokenizer
 from .turns import DecoderTurns
 
 
-@dataclass
-class GenerationResult:
-    text: str
-    token_ids: list[int]  # generated ids, prompt excluded (EOS included when it ended the text)
-    stats: GenerationStats
-    finish_reason: str  # "eos", "stop" (a stop string) or "length"
-
-
 class Pipeline:
     def __init__(self, root: Path, manifest: Manifest, backend: str = "auto", threads: int | None = None, verify: bool = True,
-                 preprocess: str = "auto", max_image_pixels: int | None = None):
+                 preprocess: str = "auto", max_image_pixels: int | None = None,
+                 vision_cache_bytes: int = DEFAULT_BUDGET_BYTES):
         self.root = root
         self.manifest = manifest
         if max_image_pixels is not None:  # the limit checked from each file's header, before decoding
@@ -75,6 +74,8 @@ class Pipeline:
         self.view_separator = np.load(self.root / sep) if sep else None  # hd: (hidden,) or None
         self._turns = DecoderTurns(self.decoder)  # calls from many threads / interleaved streams take turns
         self._local = threading.local()  # last_result, per thread
+        self.vision_cache = VisionCache(vision_cache_bytes)  # embeddings by pixel hash, shared by all requests
+        self._engine = None  # the batched decoding engine (runtime/serving/), started by the first batched call
 
     def _newline_embedding(self) -> np.ndarray | None:
         """What ends each row of image tokens: a learned vector (LLaVA-NeXT) or a text token's embedding (Fuyu)."""
@@ -87,31 +88,55 @@ class Pipeline:
 
     @classmethod
     def load(cls, model_dir: str | Path, backend: str = "auto", verify: bool = True, threads=None, preprocess: str = "auto",
-             max_image_pixels: int | None = None) -> "Pipeline":
+             max_image_pixels: int | None = None, vision_cache_bytes: int = DEFAULT_BUDGET_BYTES) -> "Pipeline":
         """``preprocess``: "auto" (the CUDA kernel when the backend is TensorRT, else the CPU kernel), "cpu" or "gpu".
-        ``max_image_pixels``: larger pictures are refused from their header (default: the export's, 50 MP)."""
+        ``max_image_pixels``: larger pictures are refused from their header (default: the export's, 50 MP).
+        ``vision_cache_bytes``: embeddings of recent images kept for reuse (0 keeps none)."""
         root = Path(model_dir)
-        return cls(root, load_manifest(root, verify=verify), backend, threads, verify, preprocess, max_image_pixels)
+        return cls(root, load_manifest(root, verify=verify), backend, threads, verify, preprocess, max_image_pixels,
+                   vision_cache_bytes)
 
     # -- stages -----------------------------------------------------------------------------
     def encode_image(self, image, timer: StageTimer, prompt_text: str = "") -> np.ndarray:
-        """One image (path / PIL / array) → its embeddings (num_image_tokens, hidden).
+        """One image (path / PIL / array) → its embeddings (num_image_tokens, hidden), always computed
+        (the vision cache is bypassed: calibration records these graph calls).
 
         ``prompt_text`` feeds connectors that read the instruction too (``connector_text_inputs``)."""
-        return self._encode(image, timer, prompt_text).embeds
+        return self._encode(image, timer, prompt_text, cache=False).embeds
 
-    def _encode(self, image, timer: StageTimer, prompt_text: str = "", spec: PreprocessSpec | None = None) -> Media:
+    def _encode(self, image, timer: StageTimer, prompt_text: str = "", spec: PreprocessSpec | None = None,
+                cache: bool = True) -> Media:
         """→ its embeddings and the kernel's layout (its grid places the image's tokens for the position
         scheme). ``spec``: this call's preprocessing (a smaller image budget), default the export's."""
         spec = spec or self.manifest.image.preprocess
         with timer("image_decode"):
             rgb = load_image(image, spec.max_input_pixels)
+        key, hit = self._cached(rgb, (spec, self._connector_text(prompt_text)), timer, cache)
+        if hit is not None:
+            return hit
         with timer("preprocess", self.preprocess):
             pixels, layout = self.preprocess(rgb, spec)
         embeds, extras = self._embed_pixels(pixels, layout, spec, timer, prompt_text)
         embeds = pack_image_features(embeds, rgb.shape[:2], spec, self.image_newline, self.view_separator)
         assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
-        return Media(embeds, layout, extras=extras)
+        return self._keep(Media(embeds, layout, extras=extras, key=key), cache)
+
+    def _connector_text(self, prompt_text: str) -> str:
+        """What of the prompt the image's embeddings depend on: all of it for Q-Formers that read it."""
+        return prompt_text if self.manifest.capabilities.connector_text_inputs else ""
+
+    def _cached(self, pixels: np.ndarray, settings, timer: StageTimer, cache: bool):
+        """(key, the cached Media or None); counts the hit or miss in the request's profile."""
+        with timer("vision_cache"):
+            key = media_key(pixels, settings)
+            hit = self.vision_cache.get(key) if cache else None
+        timer.counts["vision_cache_hit" if hit is not None else "vision_cache_miss"] += 1
+        return key, hit
+
+    def _keep(self, media: Media, cache: bool) -> Media:
+        if cache:
+            self.vision_cache.put(media.key, media)
+        return media
 
     def _encode_video(self, video, timer: StageTimer, spec: PreprocessSpec, fps, sample_fps=None) -> Media:
         """A video (frames array, list of pictures, folder, file) taken at ``fps`` → its embeddings and
@@ -128,11 +153,14 @@ class Pipeline:
             if sample_fps is not None:
                 kept = sample_frames(len(frames), fps, sample_fps, spec.temporal_patch_size, rule=spec.frame_sampling)
                 frames = frames[kept]
+        key, hit = self._cached(frames, (spec, "video", fps, sample_fps), timer, True)
+        if hit is not None:
+            return hit
         with timer("preprocess", self.preprocess):
             pixels, layout = native_video(frames, spec, self.preprocess.kernel)
         embeds, extras = self._embed_pixels(pixels, layout, spec, timer, "")
-        return Media(embeds.reshape(-1, embeds.shape[-1]), layout, step, extras,
-                     frame_timestamps(kept, fps, spec.temporal_patch_size))
+        return self._keep(Media(embeds.reshape(-1, embeds.shape[-1]), layout, step, extras,
+                                frame_timestamps(kept, fps, spec.temporal_patch_size), key), True)
 
     def _embed_pixels(self, pixels, layout: TileLayout, spec: PreprocessSpec, timer: StageTimer, prompt_text: str):
         """Pixels → vision → connector: (image_embeds before any per-scheme packing, the connector's
@@ -202,33 +230,95 @@ class Pipeline:
         """The result of this thread's last finished generate() / stream()."""
         return getattr(self._local, "result", None)
 
-    def _generate(
-        self,
-        prompt=None,
-        images=None,
-        *,
-        messages=None,
-        max_new_tokens: int | None = None,
-        stop: list[str] | None = None,
-        timer: StageTimer | None = None,
-        ignore_eos: bool = False,
-        max_pixels: int | None = None,
-        videos=None,
-        video_fps: float = 2.0,
-        sample_fps: float | None = None,
-        done=lambda result: None,
-        **sampling,
-    ) -> Iterator[str]:
+    # -- many requests at once (runtime/serving/) -------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The batched decoding engine, started with default settings on first use."""
+        if self._engine is None:
+            self.start_engine()
+        return self._engine
+
+    def start_engine(self, max_batch: int = 8, prefill_chunk: int = 256, max_waiting: int = 64,
+                     prefix_cache_bytes: int = 256 << 20) -> Engine:
+        """(Re)start the engine: ``max_batch`` requests decode together, longer prompts prefill
+        ``prefill_chunk`` tokens per step, ``max_waiting`` more may queue, and finished prompts'
+        caches are kept for prefix reuse within ``prefix_cache_bytes`` (0: none)."""
+        if not isinstance(self.decoder, OrtDecoder):
+            raise VlmforgeError(f"batched decoding runs on the onnxruntime backend; this pipeline's {self.backend} "
+                                "decoder serves one request at a time (generate_batch runs them in turn)")
+        if self._engine is not None:
+            self._engine.close()
+        cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes else None
+        self._engine = Engine(self.decoder, self.embed_table, self.manifest, max_batch, prefill_chunk, max_waiting,
+                              cache)
+        return self._engine
+
+    def generate_batch(self, requests: list[Request]) -> list[GenerationResult]:
+        """Several requests decoded together (one LLM step for all running ones); results in order,
+        each with the tokens ``generate`` gives it alone. Each request is prepared (its images
+        encoded) in this thread and starts decoding as soon as it is ready."""
+        if not isinstance(self.decoder, OrtDecoder):  # TensorRT: one request at a time, same results
+            return [self.generate(**r.kwargs()) for r in requests]
+        seqs = []
+        for r in requests:
+            seqs.append(self.sequence(r))
+            self.engine.submit(seqs[-1])
+        for s in seqs:
+            s.done.wait()
+        for s in seqs:
+            if s.error is not None:
+                raise s.error
+        return [s.result for s in seqs]
+
+    def chat(self, system: str | None = None, **defaults) -> Chat:
+        """A conversation that keeps its KV cache: each turn prefills only its new tokens."""
+        return Chat(self, system, **defaults)
+
+    def _generate(self, prompt=None, images=None, *, timer: StageTimer | None = None, done=lambda result: None,
+                  **kwargs) -> Iterator[str]:
+        """One request on the pipeline's own decoder (its turn held by ``DecoderTurns`` per step)."""
+        seq = self.sequence(make_request(prompt, images, kwargs), timer)
+        memory = seq.prepared.memory
+        self.decoder.reset()
+        if memory:
+            self.decoder.set_memory(memory)
+        p = seq.prepared
+        logits = prefill(self.decoder, p.inputs_embeds, seq.timer, p.positions, p.feeds)
+        while True:
+            token = seq.choose(logits)
+            piece = seq.accept(token)
+            if piece:
+                yield piece
+            if seq.finished:
+                break
+            logits = decode_one_token(self.decoder, self.embed_table, token, seq.timer, p.positions, p.feeds)
+        tail = seq.finish(self.decoder.cache.nbytes)
+        if tail:
+            yield tail
+        done(seq.result)
+
+    def sequence(self, request: Request, timer: StageTimer | None = None, on_piece=None) -> Sequence:
+        """A request, checked and prepared (images encoded, prompt merged), as a ``Sequence`` ready for
+        its first LLM step. Bad arguments are refused here, before any decoding."""
         start = time.perf_counter()
-        sampler = Sampler(self._sampling_params(sampling))  # bad arguments are refused before any work
-        stop = stop_list(stop)
-        check_max_new_tokens(max_new_tokens)
-        spec = call_spec(self.manifest.image.preprocess, max_pixels)  # this call's image budget
+        sampler = Sampler(self._sampling_params(request.sampling()))
+        stop = stop_list(request.stop)
+        check_max_new_tokens(request.max_new_tokens)
         timer = StageTimer() if timer is None else timer
-        images, videos = as_list(images), as_list(videos)
-        text = self.prompt_text(prompt, messages, len(images), len(videos))
+        prepared = self.prepare(request, timer)
+        # ignore_eos: profiling decodes exactly max_new_tokens, like benchmark harnesses do
+        eos = set() if request.ignore_eos else set(self.manifest.tokenizer.eos_token_ids)
+        stops = self.manifest.generation.stop_strings if stop is None else stop
+        return Sequence(prepared, sampler, eos, stops, self.tokenizer.stream(), timer, start, on_piece)
+
+    def prepare(self, request: Request, timer: StageTimer) -> Prepared:
+        """Encode the request's images and videos, build and merge its prompt, plan its positions and
+        per-token inputs and (encoder-decoder, cross-attention) its memory. Touches no decoder state."""
+        spec = call_spec(self.manifest.image.preprocess, request.max_pixels)  # this call's image budget
+        images, videos = as_list(request.images), as_list(request.videos)
+        text = self.prompt_text(request.prompt, request.messages, len(images), len(videos))
         pictures = [self._encode(img, timer, text, spec) for img in images]
-        clips = [self._encode_video(v, timer, spec, video_fps, sample_fps) for v in videos]
+        clips = [self._encode_video(v, timer, spec, request.video_fps, request.sample_fps) for v in videos]
         if self.manifest.image.video_frame_template:  # every temporal patch its own run of slots (Qwen3-VL)
             text = self.prompter.expand_video_frames(text, [c.timestamps for c in clips])
             clips = [patch for c in clips for patch in c.temporal_patches()]
@@ -236,47 +326,14 @@ class Pipeline:
                                        [m.embeds.shape[0] for m in clips])
         media = in_prompt_order(prepared, pictures, clips, self.manifest.image.image_token_id)
         embeds = [m.embeds for m in media]
-        max_new = self._budget(prepared, max_new_tokens)
+        max_new = self._budget(prepared, request.max_new_tokens)
         with timer("merge"):
             inputs_embeds = self.merge(prepared, embeds)
-        inputs_embeds, decoder_ids = self.attach_memory(inputs_embeds, prepared, embeds, timer)
+        inputs_embeds, decoder_ids, memory = self.attach_memory(inputs_embeds, prepared, embeds, timer)
         positions = self.positions(len(decoder_ids), prepared, media)
         feeds = plan_token_inputs(self.manifest.llm, len(decoder_ids), prepared.image_slots, media)
-        logits = prefill(self.decoder, inputs_embeds, timer, positions, feeds)
-        # ignore_eos: profiling decodes exactly max_new_tokens, like benchmark harnesses do
-        eos = set() if ignore_eos else set(self.manifest.tokenizer.eos_token_ids)
-        text = TextAssembler(self.tokenizer.stream(), self.manifest.generation.stop_strings if stop is None else stop)
-        generated, ttft, reason = [], 0.0, "length"
-        for token in generate_tokens(self.decoder, self.embed_table, logits, decoder_ids, sampler, max_new, eos, timer,
-                                     positions, feeds):
-            ttft = ttft or time.perf_counter() - start
-            generated.append(token)
-            if token in eos:
-                reason = "eos"
-                break
-            with timer("detokenize"):
-                piece = text.push(token)
-            if piece:
-                yield piece
-            if text.stopped:
-                reason = "stop"
-                break
-        tail = text.flush()
-        if tail:
-            yield tail
-        stats = GenerationStats(
-            stages=dict(timer.times),
-            starts=dict(timer.starts),
-            gpu_stages=dict(timer.gpu_times),
-            num_prompt_tokens=len(prepared.input_ids),
-            num_image_tokens=prepared.num_image_tokens,
-            image_tokens=[count for _, count in prepared.image_slots],
-            num_generated_tokens=len(generated),
-            ttft_s=ttft,
-            total_s=time.perf_counter() - start,
-            kv_cache_bytes=self.decoder.cache.nbytes,
-        )
-        done(GenerationResult(text.text, generated, stats, reason))
+        return Prepared(prepared, decoder_ids, inputs_embeds, positions, feeds, max_new, memory,
+                        [m.key for m in media])
 
     def positions(self, seq_len: int, prepared: PreparedPrompt, media: list[Media]) -> Positions:
         """The prefill's position_ids and where decoding continues, by the manifest's scheme."""
@@ -287,31 +344,31 @@ class Pipeline:
         return plan_positions(spec, seq_len, slots, grids, [x.time_step for x in media])
 
     def attach_memory(self, inputs_embeds: np.ndarray, prepared: PreparedPrompt, image_embeds, timer: StageTimer):
-        """Reset the decoder; for encoder-decoder models encode the prompt once, hand the decoder its
-        cross-attention K/V and start it from ``decoder_start_token_id``.
+        """For encoder-decoder models encode the prompt once and start the decoder from
+        ``decoder_start_token_id``; for cross-attention ones compute the memory's K/V.
 
-        Returns (decoder inputs_embeds (1, s, d), decoder prompt ids)."""
-        self.decoder.reset()
+        Returns (decoder inputs_embeds (1, s, d), decoder prompt ids, the decoder's fixed inputs or None)."""
         caps = self.manifest.capabilities
         if caps.encoder_decoder:
             mask = np.ones(inputs_embeds.shape[:2], dtype=np.int64)
             with timer("encoder"):
                 feeds = {"inputs_embeds": inputs_embeds, "attention_mask": mask}
                 memory = self.encoder.run(feeds)["encoder_hidden_states"]
-            self.set_cross_memory(memory, timer)
             start = np.array([self.manifest.generation.decoder_start_token_id], dtype=np.int64)
-            return np.asarray(self.embed_table[start], dtype=np.float32)[None], start
+            start_embeds = np.asarray(self.embed_table[start], dtype=np.float32)[None]
+            return start_embeds, start, self.cross_memory(memory, timer)
         if caps.cross_attention:  # the image embeddings themselves are the memory (BLIP)
             if not image_embeds:
                 raise PromptError(f"{self.manifest.family} captions an image: pass one in images=[...]")
-            self.set_cross_memory(np.concatenate(image_embeds)[None], timer)
-        return inputs_embeds, prepared.input_ids
+            return inputs_embeds, prepared.input_ids, self.cross_memory(np.concatenate(image_embeds)[None], timer)
+        return inputs_embeds, prepared.input_ids, None
 
-    def set_cross_memory(self, memory: np.ndarray, timer: StageTimer) -> None:
-        """memory (1, m, d) → every decoder layer's cross K/V, computed once and bound to each step."""
+    def cross_memory(self, memory: np.ndarray, timer: StageTimer) -> dict[str, np.ndarray]:
+        """memory (1, m, d) → every decoder layer's cross K/V and the memory mask, computed once per
+        generation and bound to each of its steps."""
         with timer("cross_kv"):
             cross = self.cross_kv.run({"encoder_hidden_states": np.ascontiguousarray(memory, dtype=np.float32)})
-        self.decoder.set_memory({**cross, "encoder_attention_mask": np.ones(memory.shape[:2], dtype=np.int64)})
+        return {**cross, "encoder_attention_mask": np.ones(memory.shape[:2], dtype=np.int64)}
 
     def _budget(self, prepared: PreparedPrompt, max_new_tokens: int | None) -> int:
         limit = getattr(self.decoder, "max_context", self.manifest.llm.max_context)  # engines may hold fewer

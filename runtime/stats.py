@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 STAGES = (
-    "image_decode", "preprocess", "vision", "connector", "merge", "encoder", "cross_kv", "prefill", "decode",
+    "image_decode", "vision_cache", "preprocess", "vision", "connector", "merge", "encoder", "cross_kv", "prefill", "decode",
     "sample", "detokenize",
 )
 
@@ -28,6 +28,7 @@ class StageTimer:
         self.times: dict[str, list[float]] = defaultdict(list)
         self.starts: dict[str, list[float]] = defaultdict(list)
         self.gpu_times: dict[str, list[float]] = defaultdict(list)
+        self.counts: dict[str, int] = defaultdict(int)  # events without a duration: vision-cache hits …
 
     @contextmanager
     def __call__(self, stage: str, engine=None):
@@ -42,12 +43,19 @@ class StageTimer:
                 self.gpu_times[stage].append(gpu)
 
 
+    def add(self, stage: str, start: float, seconds: float) -> None:
+        """Record a block timed elsewhere (a batched step shared by several requests)."""
+        self.times[stage].append(seconds)
+        self.starts[stage].append(start)
+
+
 class NullTimer:
     """Times nothing: used to measure what the timers themselves cost."""
 
     times: dict = {}
     starts: dict = {}
     gpu_times: dict = {}
+    counts: dict = defaultdict(int)
 
     @contextmanager
     def __call__(self, stage: str, engine=None):
@@ -66,6 +74,9 @@ class GenerationStats:
     ttft_s: float = 0.0  # start of generate → first generated token chosen
     total_s: float = 0.0
     kv_cache_bytes: int = 0
+    cached_prompt_tokens: int = 0  # prompt tokens whose KV came from a kept prefix (a chat's earlier turns)
+    vision_cache_hits: int = 0  # images whose embeddings came from the vision-feature cache
+    vision_cache_misses: int = 0
 
     def stage_total(self, stage: str) -> float:
         return float(sum(self.stages.get(stage, [])))
@@ -95,4 +106,7 @@ class GenerationStats:
             "prefill_tokens_per_s": self.prefill_tokens_per_s,
             "decode_tokens_per_s": self.decode_tokens_per_s,
             "kv_cache_bytes": self.kv_cache_bytes,
+            "cached_prompt_tokens": self.cached_prompt_tokens,
+            "vision_cache_hits": self.vision_cache_hits,
+            "vision_cache_misses": self.vision_cache_misses,
         }

@@ -1,0 +1,88 @@
+"""Prefix reuse: the KV cache of finished prompts, kept so that a later prompt that starts the
+same way (a chat's next turn, a fixed system prompt) prefills only what is new.
+
+A prefix matches on token ids *and* on what each image slot holds (the media key: a hash of the
+pixels and settings), never on the placeholder ids alone — two prompts with different pictures
+have the same ids. At least one token is always left to prefill (its logits start decoding).
+Entries are (ids, slots, cache) with the cache (1, kv_heads, tokens, head_dim) per past input,
+evicted least recently used under a byte budget.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Prefix:
+    ids: np.ndarray  # (n,) the tokens the cache holds
+    slots: list[tuple[int, int, str]]  # (first position, count, media key) of each image run among them
+    cache: list[np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.cache)
+
+
+def shared_length(prefix: Prefix, ids: np.ndarray, slots: list[tuple[int, int, str]]) -> int:
+    """How many leading tokens of (ids, slots) the prefix's cache holds exactly."""
+    n = min(len(prefix.ids), len(ids) - 1)  # leave one token to prefill
+    differ = np.flatnonzero(prefix.ids[:n] != ids[:n])
+    n = int(differ[0]) if len(differ) else n
+    kept = set(prefix.slots)
+    for start, count, key in slots:  # an image run inside the shared part must be the same picture
+        if start < n and (start, count, key) not in kept:
+            n = start
+    return max(n, 0)
+
+
+def prompt_slots(prepared) -> list[tuple[int, int, str]]:
+    return [(s, c, k) for (s, c), k in zip(prepared.prompt.image_slots, prepared.media_keys)]
+
+
+class PrefixCache:
+    def __init__(self, budget_bytes: int = 256 << 20, min_tokens: int = 16, max_entries: int = 64):
+        self.budget, self.min_tokens, self.max_entries = budget_bytes, min_tokens, max_entries
+        self._items: OrderedDict[int, Prefix] = OrderedDict()
+        self._lock = threading.Lock()
+        self._next = 0
+        self.nbytes = 0
+        self.hits = 0
+        self.reused_tokens = 0
+
+    def match(self, prepared) -> tuple[int, list[np.ndarray] | None]:
+        """(tokens to skip, their cache (1, kv, n, hd) per past input) for the longest kept prefix."""
+        ids, slots = prepared.input_ids, prompt_slots(prepared)
+        with self._lock:
+            best, best_key = 0, None
+            for key, prefix in self._items.items():
+                n = shared_length(prefix, ids, slots)
+                if n > best:
+                    best, best_key = n, key
+            if best < self.min_tokens:
+                return 0, None
+            self._items.move_to_end(best_key)
+            self.hits += 1
+            self.reused_tokens += best
+            return best, [a[:, :, :best] for a in self._items[best_key].cache]
+
+    def put(self, ids: np.ndarray, slots, cache: list[np.ndarray]) -> None:
+        prefix = Prefix(np.array(ids, dtype=np.int64), list(slots), cache)
+        if len(ids) < self.min_tokens or prefix.nbytes > self.budget:
+            return
+        with self._lock:
+            self._items[self._next] = prefix
+            self._next += 1
+            self.nbytes += prefix.nbytes
+            while self.nbytes > self.budget or len(self._items) > self.max_entries:
+                _, old = self._items.popitem(last=False)
+                self.nbytes -= old.nbytes
+
+    @property
+    def stats(self) -> dict:
+        return {"entries": len(self._items), "bytes": self.nbytes, "hits": self.hits,
+                "reused_tokens": self.reused_tokens}

@@ -1,0 +1,67 @@
+"""The model runner: one LLM step for one prefill chunk or for a whole batch of decoding rows.
+
+It binds the graph's inputs as the manifest declares them (inputs_embeds, attention_mask,
+position_ids, per-token inputs, fixed cross-attention inputs, the cache) and returns the logits
+and the new cache; it holds no request state. Its binding is its own, so it shares the ONNX
+Runtime session with the pipeline's one-request decoder (``Session.Run`` is thread-safe).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..kv_cache import OrtDecoder, cache_names, make_binding
+from ..manifest import GraphSpec, LLMSpec
+
+
+def batch_axis(shape: list, default: int = 0) -> int:
+    """Where a declared input's batch axis is (position_ids: 1 for M-RoPE's (3, batch, seq))."""
+    return next((i for i, d in enumerate(shape) if d == "batch"), default)
+
+
+def sequence_axis(shape: list, default: int = -1) -> int:
+    return next((i for i, d in enumerate(shape) if d == "sequence"), default)
+
+
+class ModelRunner:
+    def __init__(self, decoder: OrtDecoder, spec: LLMSpec, graph: GraphSpec):
+        self.session = decoder.session
+        self.spec = spec
+        self.binding = make_binding(self.session, decoder.cache_device)
+        self.past_names, self.present_names = cache_names(spec.num_layers)
+        shapes = {t.name: t.shape for t in graph.inputs}
+        self.takes_positions = "position_ids" in shapes
+        self.batch_axes = {name: batch_axis(shape, 0) for name, shape in shapes.items()}
+        self.sequence_axes = {name: sequence_axis(shape) for name, shape in shapes.items()}
+        self.empty = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), dtype=spec.kv_dtype)
+
+    def empty_cache(self) -> list[np.ndarray]:
+        return [self.empty] * len(self.past_names)
+
+    def run(self, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list,
+            inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, list, float]:
+        """embeds (b, s, d), mask (b, past + s), positions (…, b, s), past per past input, ``inputs``:
+        further inputs by name (token inputs, fixed memory) → (logits (b, vocab), presents, seconds)."""
+        b = self.binding
+        b.bind_array("inputs_embeds", np.ascontiguousarray(embeds, dtype=np.float32))
+        b.bind_array("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
+        if self.takes_positions:
+            b.bind_array("position_ids", np.ascontiguousarray(positions, dtype=np.int64))
+        for name, value in inputs.items():
+            b.bind_array(name, np.ascontiguousarray(value))
+        for name, value in zip(self.past_names, past):
+            if isinstance(value, np.ndarray):
+                b.bind_array(name, np.ascontiguousarray(value))
+            else:
+                b.bind_value(name, value)
+        b.bind_device_output("logits")
+        for name in self.present_names:
+            b.bind_device_output(name)
+        start = time.perf_counter()
+        b.run()
+        seconds = time.perf_counter() - start
+        out = b.outputs()
+        logits = np.array(out[0].numpy()[:, -1], dtype=np.float32)  # (b, vocab), ours: the next step reuses buffers
+        return logits, out[1:], seconds
