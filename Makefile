@@ -10,7 +10,7 @@ TORCH := torch==2.13.0
 # run the runtime CLI in it against an export made by .venv, so a missing or extra dependency fails.
 RUNTIME_VENV := .venv-runtime
 
-.PHONY: demo test install runtime-env clean
+.PHONY: demo test install runtime-env browser clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -34,10 +34,17 @@ runtime-env: $(RUNTIME_VENV)/.installed
 	$(RUNTIME_VENV)/bin/python -m pip install -q --no-deps --force-reinstall .
 	rm -rf build
 
+# the server page's test (tests/test_server_page.py) drives a headless Chromium: Debian's chromium and
+# chromium-driver, installed once (about 30 s) when chromedriver is not already on PATH
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromedriver >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium chromium-driver; }
+
 demo: install
 	$(VENV)/bin/vlmforge demo
 
-test: install runtime-env
+test: install runtime-env browser
 	VLMFORGE_RUNTIME_VENV=$(RUNTIME_VENV) $(PY) -m pytest -q tests
 
 clean:

@@ -124,7 +124,7 @@ def run_bench(export_dir, model_dir, image=None, prompt=None, runs: int = 3, max
     from .runtime import Pipeline
     from .runtime.images import load_image
 
-    pipe = Pipeline.load(export_dir, backend="onnxruntime", verify=False)
+    pipe = Pipeline.load(export_dir, backend="onnxruntime", verify=False, vision_cache_bytes=0)  # time every vision call
     hf = HFRunner(Path(model_dir))
     rgb = load_image(image) if image is not None else _default_picture()
     prompt = prompt or "USER: <image>\nDescribe the picture in detail. ASSISTANT:"

@@ -1,4 +1,4 @@
-"""The ``vlmforge`` command line: export, build, run, profile, demo, eval, calibrate, quantize, verify."""
+"""The ``vlmforge`` command line: export, build, run, profile, serve, demo, eval, calibrate, quantize, verify."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ PREPROCESS = ("auto", "cpu", "gpu")  # = runtime.preprocess.MODES
 DEFAULT_QUESTION = "What is in the picture?"
 # what the export stack needs beyond the runtime (pyproject's "export" extra)
 EXPORT_MODULES = ("torch", "transformers", "onnx", "onnxscript", "safetensors")
+SERVE_MODULES = ("fastapi", "uvicorn")  # pyproject's "serve" extra
 
 
 def needs_export_stack(func):
@@ -149,6 +150,37 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import importlib.util
+
+    missing = [m for m in SERVE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise VlmforgeCLIError(f"vlmforge serve needs {' and '.join(missing)} (not installed): "
+                               'pip install "vlmforge[serve]"')
+    for name in ("max_body_mb", "max_image_mb"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number of megabytes, got {getattr(args, name)}")
+    import uvicorn
+
+    from .runtime.server.app import create_app
+
+    pipe = _load(args)
+    pipe.start_engine(max_batch=args.max_batch, max_waiting=args.max_queue)
+    name = args.model_name or Path(args.model).resolve().name
+    app = create_app(pipe, name, max_body_bytes=int(args.max_body_mb * 2**20), allowed_media_dir=args.allowed_media_dir,
+                     max_image_bytes=int(args.max_image_mb * 2**20))
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"note: listening on {args.host}, not only on this machine: anyone who reaches it can use the model",
+              file=sys.stderr)
+    print(f"serving {name!r} at http://{args.host}:{args.port}/v1 (OpenAI API) and http://{args.host}:{args.port}/ "
+          "(a page to try it)", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    finally:
+        pipe.engine.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vlmforge", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -251,6 +283,25 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--preprocess", default="auto", choices=PREPROCESS)
     v.add_argument("--max-image-pixels", type=int)
     v.set_defaults(func=cmd_eval)
+
+    sv = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (and a page to try it) over the batched engine")
+    sv.add_argument("model", help="an exported folder (with manifest.json)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--model-name", help="the name clients ask for in 'model' (default: the folder's name)")
+    sv.add_argument("--max-batch", type=int, default=8, help="requests decoded together in one step")
+    sv.add_argument("--max-queue", type=int, default=64, help="requests that may wait; beyond that: 503")
+    sv.add_argument("--max-body-mb", type=float, default=20.0, help="largest request body (413 beyond)")
+    sv.add_argument("--max-image-mb", type=float, default=10.0, help="largest picture, encoded (413 beyond)")
+    sv.add_argument("--allowed-media-dir", help="image_url may name local files (paths, file://) inside this folder "
+                    "only (default: data URLs only; http(s) URLs are never fetched)")
+    sv.add_argument("--max-image-pixels", type=int, help="refuse larger pictures, read from the header (default: the "
+                    "export's limit, 50 MP)")
+    sv.add_argument("--threads", type=int, default=None, help="intra-op threads (default: physical cores)")
+    sv.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
+    sv.add_argument("--backend", default="auto", choices=BACKENDS)
+    sv.add_argument("--preprocess", default="auto", choices=PREPROCESS)
+    sv.set_defaults(func=cmd_serve)
 
     from .calibration.commands import add_commands
 

@@ -100,7 +100,7 @@ def measure_vlmforge(folder: Path, runs: int, decode_tokens: int) -> dict:
     from vlmforge.bench import _default_picture, _prompt_ids, ours_stage_times
     from vlmforge.runtime import Pipeline
 
-    pipe = Pipeline.load(folder, backend="onnxruntime", verify=False)
+    pipe = Pipeline.load(folder, backend="onnxruntime", verify=False, vision_cache_bytes=0)  # time every vision call
     image = _default_picture()
     times: dict[str, list] = {}
     for _ in range(runs + 1):

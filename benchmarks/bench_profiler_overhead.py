@@ -20,7 +20,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--tokens", type=int, default=32)
     args = p.parse_args()
-    pipe = Pipeline.load(args.model, verify=False)
+    pipe = Pipeline.load(args.model, verify=False, vision_cache_bytes=0)
     image = np.random.default_rng(0).integers(0, 256, (336, 448, 3), dtype=np.uint8)
     prompt = "USER: <image>\nWhat is in the picture? ASSISTANT:"
     times = {"timers on": [], "timers off": []}

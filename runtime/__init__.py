@@ -4,9 +4,10 @@ from .errors import ImageError, ManifestError, PromptError, VlmforgeError
 from .manifest import Manifest, load_manifest
 from .pipeline import GenerationResult, Pipeline
 from .sampling import SamplingParams
+from .serving import Request
 from .stats import GenerationStats
 
 __all__ = [
     "GenerationResult", "GenerationStats", "ImageError", "Manifest", "ManifestError", "Pipeline",
-    "PromptError", "SamplingParams", "VlmforgeError", "load_manifest",
+    "PromptError", "Request", "SamplingParams", "VlmforgeError", "load_manifest",
 ]

@@ -239,19 +239,19 @@ class Pipeline:
         return self._engine
 
     def start_engine(self, max_batch: int = 8, prefill_chunk: int = 256, max_waiting: int = 64,
-                     prefix_cache_bytes: int = 256 << 20) -> Engine:
+                     prefix_cache_bytes: int = 128 << 20) -> Engine:
         """(Re)start the engine: ``max_batch`` requests decode together, longer prompts prefill
         ``prefill_chunk`` tokens per step, ``max_waiting`` more may queue, and finished prompts'
         caches are kept for prefix reuse within ``prefix_cache_bytes`` (0: none)."""
         if not isinstance(self.decoder, OrtDecoder):
             raise VlmforgeError(f"batched decoding runs on the onnxruntime backend; this pipeline's {self.backend} "
                                 "decoder serves one request at a time (generate_batch runs them in turn)")
-        if self._engine is not None:
-            self._engine.close()
         cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes else None
-        self._engine = Engine(self.decoder, self.embed_table, self.manifest, max_batch, prefill_chunk, max_waiting,
-                              cache)
-        return self._engine
+        engine = Engine(self.decoder, self.embed_table, self.manifest, max_batch, prefill_chunk, max_waiting, cache)
+        if self._engine is not None:  # requests still on the old one end with a clear error
+            self._engine.close()
+        self._engine = engine
+        return engine
 
     def generate_batch(self, requests: list[Request]) -> list[GenerationResult]:
         """Several requests decoded together (one LLM step for all running ones); results in order,
@@ -260,9 +260,14 @@ class Pipeline:
         if not isinstance(self.decoder, OrtDecoder):  # TensorRT: one request at a time, same results
             return [self.generate(**r.kwargs()) for r in requests]
         seqs = []
-        for r in requests:
-            seqs.append(self.sequence(r))
-            self.engine.submit(seqs[-1])
+        try:
+            for r in requests:
+                seqs.append(self.sequence(r))
+                self.engine.submit(seqs[-1])
+        except BaseException:  # a bad request: the ones already queued stop too
+            for s in seqs:
+                self.engine.cancel(s)
+            raise
         for s in seqs:
             s.done.wait()
         for s in seqs:

@@ -7,6 +7,7 @@ Nothing here imports CUDA until the GPU path is chosen."""
 
 from __future__ import annotations
 
+import threading
 import warnings
 from typing import Callable
 
@@ -43,16 +44,18 @@ def choose_preprocess(spec: PreprocessSpec, consumer, mode: str = "auto") -> Cal
 
 
 class CpuPreprocess:
-    """The CPU kernel. With ``reuse`` it writes into one buffer kept per output shape and returns it:
-    valid until the next call — the engine reads it at once — and a 30 MB HD batch then costs no
-    fresh pages (measured: ~3 ms of kernel page zeroing per call otherwise, benchmarks/bench_kernels.py)."""
+    """The CPU kernel. With ``reuse`` it writes into one buffer per thread, kept per output shape, and
+    returns it: valid until that thread's next call — the engine reads it at once — and a 30 MB HD
+    batch then costs no fresh pages (measured: ~3 ms of kernel page zeroing per call otherwise,
+    benchmarks/bench_kernels.py). Per thread: requests prepared at once in several threads (a
+    server's) must not write into the pixels another is still encoding."""
 
     device = "cpu"
 
     def __init__(self, spec: PreprocessSpec, reuse: bool = True):
         self.spec, self.reuse = spec, reuse
         self.kernel = resolve_backend("auto")  # "c" or "numpy", reported in the profile's environment
-        self.buffer: np.ndarray | None = None
+        self._local = threading.local()  # .buffer: this thread's (tiles, 3, H, W) float32 or None
 
     def __call__(self, rgb: np.ndarray, spec: PreprocessSpec | None = None):
         """``spec``: this call's variant of the export's (a smaller image-token budget)."""
@@ -61,9 +64,10 @@ class CpuPreprocess:
             return tile_and_patchify(rgb, spec, backend=self.kernel)
         rgb = prepare_image(rgb, spec.max_input_pixels)
         shape = tile_output_shape(rgb.shape[:2], spec)
-        if self.buffer is None or self.buffer.shape != shape:
-            self.buffer = np.empty(shape, dtype=np.float32)
-        return tile_and_patchify(rgb, spec, backend=self.kernel, out=self.buffer)
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or buffer.shape != shape:
+            buffer = self._local.buffer = np.empty(shape, dtype=np.float32)
+        return tile_and_patchify(rgb, spec, backend=self.kernel, out=buffer)
 
 
 class GpuPreprocess:

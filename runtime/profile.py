@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .stats import STAGES, GenerationStats
+from .vision_cache import VisionCache
 
 PERCENTILES = {"median_s": 50, "p90_s": 90, "p95_s": 95, "p99_s": 99}
 
@@ -154,7 +155,11 @@ def profile(pipe, prompt: str, images: list, runs: int = 5, warmup: int = 1, max
     kwargs = dict(images=images, max_new_tokens=max_new_tokens, ignore_eos=True)
     if videos:
         kwargs.update(videos=videos, video_fps=video_fps)
-    for _ in range(warmup):
-        pipe.generate(prompt, **kwargs)
-    stats = [pipe.generate(prompt, **kwargs).stats for _ in range(runs)]
+    kept, pipe.vision_cache = pipe.vision_cache, VisionCache(0)  # every run measures the vision stages
+    try:
+        for _ in range(warmup):
+            pipe.generate(prompt, **kwargs)
+        stats = [pipe.generate(prompt, **kwargs).stats for _ in range(runs)]
+    finally:
+        pipe.vision_cache = kept
     return ProfileReport(stats, environment(pipe), memory(pipe))

@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-DEFAULT_BUDGET_BYTES = 256 << 20
+DEFAULT_BUDGET_BYTES = 64 << 20  # 32 LLaVA-1.5-sized images (576 × 896 floats); 0 turns it off
 
 
 def media_key(pixels: np.ndarray, settings) -> str:

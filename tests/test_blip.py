@@ -7,6 +7,7 @@ import torch
 
 from conftest import random_images
 from parity import assert_same_tokens
+from vlmforge.runtime.serving import Request
 
 
 @pytest.mark.parametrize("layers,hidden", [(2, 32), (3, 48)])
@@ -26,8 +27,11 @@ def test_captions_match_transformers(layers, hidden, tmp_path, rng):
     hf = BlipForConditionalGeneration.from_pretrained(model_dir, attn_implementation="eager").eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     eos = set(pipe.manifest.tokenizer.eos_token_ids)
+    requests, answers = [], []
     for prefix, image in zip(["a picture of", ""], random_images(rng, [(41, 53), (70, 20)])):
         ours = pipe.generate(prefix, images=[image], max_new_tokens=24)
+        requests.append(Request(prefix, [image], max_new_tokens=24))
+        answers.append(ours.token_ids)
         pixels, _ = tile_and_patchify(image, pipe.manifest.image.preprocess)
         kwargs = {"input_ids": tok(prefix, return_tensors="pt").input_ids} if prefix else {}
         with torch.no_grad():
@@ -36,3 +40,6 @@ def test_captions_match_transformers(layers, hidden, tmp_path, rng):
         start = kwargs["input_ids"].shape[1] - 1 if prefix else 1
         assert_same_tokens(ours.token_ids, out[0, start:].tolist(), 24, eos)
         assert len(ours.stats.stages["cross_kv"]) == 1  # once per image, not per token
+    # decoded in one batch: each row binds its own image's cross K/V
+    assert [r.token_ids for r in pipe.generate_batch(requests)] == answers
+    assert pipe.engine.stats["max_rows"] == 2

@@ -7,6 +7,7 @@ import torch
 
 from conftest import random_images
 from parity import assert_same_tokens, hf_generate_ids
+from vlmforge.runtime.serving import Request
 
 PROMPTS = ["Question: what is in the picture? Answer:", "a photo of"]
 
@@ -26,8 +27,11 @@ def test_generation_matches_transformers(text, queries, tmp_path, rng):
     hf = Blip2ForConditionalGeneration.from_pretrained(model_dir, attn_implementation="eager").eval()
     tok = AutoTokenizer.from_pretrained(model_dir)
     eos = set(pipe.manifest.tokenizer.eos_token_ids)
+    requests, answers = [], []
     for prompt, image in zip(PROMPTS, random_images(rng, [(41, 53), (30, 90)])):
         ours = pipe.generate(prompt, images=[image], max_new_tokens=24)
+        requests.append(Request(prompt, [image], max_new_tokens=24))
+        answers.append(ours.token_ids)
         # Blip2Processor's layout: num_query_tokens image tokens, then the tokenised prompt (BOS first)
         ids = torch.tensor([[hf.config.image_token_index] * queries + tok(prompt).input_ids])
         pixels, _ = tile_and_patchify(image, pipe.manifest.image.preprocess)
@@ -35,6 +39,8 @@ def test_generation_matches_transformers(text, queries, tmp_path, rng):
                                  pixel_values=torch.as_tensor(pixels))
         assert_same_tokens(ours.token_ids, theirs, 24, eos)
         assert ours.stats.num_image_tokens == queries
+    # decoded together (T5: each its own encoder memory, batched with the rows whose memory has its shape)
+    assert [r.token_ids for r in pipe.generate_batch(requests)] == answers
     if text == "t5":  # the encoder ran once and the decoder read its cross-attention K/V
         assert pipe.manifest.capabilities.encoder_decoder and "cross_kv" in pipe.manifest.graphs
         assert len(ours.stats.stages["encoder"]) == 1 and len(ours.stats.stages["cross_kv"]) == 1

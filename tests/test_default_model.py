@@ -141,3 +141,17 @@ def test_position_probe_scores_true_against_reversed_captions():
 
     wins, probed = order_preference(DEFAULT_MODEL, 12)
     assert probed == 12 and wins >= 8
+
+
+def test_batched_answers_equal_one_at_a_time(pipe):
+    """The bundled model's answers (they end on EOS) decoded eight at a time equal each alone."""
+    from vlmforge.examples.shapes_data import SPLITS, make_sample, prompt_for
+    from vlmforge.runtime.serving import Request
+
+    reqs = []
+    for index in (3, 5, 8, 12):
+        sample = make_sample(SPLITS["test"] + index)
+        reqs += [Request(prompt_for(q.text), [sample.image], max_new_tokens=8) for q in sample.questions[:2]]
+    solo = [pipe.generate(**r.kwargs()) for r in reqs]
+    assert any(r.finish_reason == "eos" for r in solo)
+    assert [(r.token_ids, r.text) for r in pipe.generate_batch(reqs)] == [(r.token_ids, r.text) for r in solo]

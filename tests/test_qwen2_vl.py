@@ -283,6 +283,22 @@ def _hf_generate_video(hf, text: str, images, frames, pipe, fps: float = 2.0, in
     return out[0, ids.shape[1]:].tolist()
 
 
+def test_batched_requests_match_one_at_a_time(pipe):
+    """Each row of a batch keeps its own M-RoPE positions (and Qwen3-VL's DeepStack inputs)."""
+    from vlmforge.runtime.serving import Request
+
+    frames = np.random.default_rng(4).integers(0, 256, (4, 40, 50, 3), dtype=np.uint8)
+    reqs = [Request(pipe.turn_prompt("What is it?", 1), _images([(60, 80)]), max_new_tokens=6),
+            Request(pipe.turn_prompt("Compare them.", 2), _images([(40, 50), (70, 30)], seed=1), max_new_tokens=9),
+            Request(pipe.turn_prompt("What happens?", 0, num_videos=1), videos=[frames], max_new_tokens=5),
+            Request(pipe.turn_prompt("Say hello.", 0), max_new_tokens=7)]
+    for r in reqs:
+        r.ignore_eos = True
+    solo = [pipe.generate(**r.kwargs()).token_ids for r in reqs]
+    assert [r.token_ids for r in pipe.generate_batch(reqs)] == solo
+    assert pipe.engine.stats["max_rows"] > 1
+
+
 @pytest.mark.parametrize("with_image", [False, True], ids=["video", "image-and-video"])
 def test_video_tokens_match_transformers(pipe, hf, tmp_path, with_image):
     from PIL import Image

@@ -108,3 +108,21 @@ def test_a_decoder_that_cannot_swap_serves_one_at_a_time():
     assert list(first) == [1, 2]
     other.join(5)
     assert log == [("c", 0), ("c", 1)]
+
+
+def test_pictures_encoded_in_several_threads_stay_their_own(tiny_llava):
+    """The CPU kernel's reused pixel buffer is per thread: 4 threads encoding at once each get the
+    embeddings of their own picture (a shared buffer gave ~4% of them another thread's pixels)."""
+    from vlmforge.runtime.stats import NullTimer
+
+    pipe = Pipeline.load(tiny_llava[1], vision_cache_bytes=0)
+    rng = np.random.default_rng(2)
+    pictures = [rng.integers(0, 256, (30, 30, 3), dtype=np.uint8) for _ in range(8)]
+    alone = [pipe.encode_image(p, NullTimer()).copy() for p in pictures]
+
+    def encode(i):
+        return [np.array_equal(pipe.encode_image(pictures[(i + k) % 8], NullTimer()), alone[(i + k) % 8])
+                for k in range(200)]
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(all(ok) for ok in pool.map(encode, range(4)))

@@ -34,10 +34,12 @@ class Engine:
         self.prefix_cache = None if caps.encoder_decoder or caps.cross_attention else prefix_cache
         llm = manifest.llm
         self.bytes_per_token = 2 * llm.num_layers * llm.num_kv_heads * llm.head_dim * np.dtype(llm.kv_dtype).itemsize
+        self.by_rows: dict[int, list] = {}  # decode steps by batch size: [steps, seconds]
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self.counters = {"steps": 0, "decode_steps": 0, "decoded_rows": 0, "prefill_chunks": 0, "max_rows": 0}
+        self.counters = {"steps": 0, "decode_steps": 0, "decoded_rows": 0, "prefill_chunks": 0, "max_rows": 0,
+                         "decode_s": 0.0, "prefill_s": 0.0}
 
     # -- from any thread ---------------------------------------------------------------------
     def submit(self, seq) -> None:
@@ -74,6 +76,7 @@ class Engine:
     def stats(self) -> dict:
         c = dict(self.counters)
         c["mean_rows_per_decode_step"] = c["decoded_rows"] / c["decode_steps"] if c["decode_steps"] else 0.0
+        c["decode_tokens_per_s_by_rows"] = {rows: rows * n / s for rows, (n, s) in sorted(self.by_rows.items()) if s}
         with self._cond:
             c["waiting"], c["running"] = len(self.scheduler.waiting), self.scheduler.num_running
         if self.prefix_cache is not None:
@@ -128,8 +131,10 @@ class Engine:
         t0 = time.perf_counter()
         logits, presents, _ = r.run(p.inputs_embeds[:, start:stop], np.ones((1, stop), dtype=np.int64), positions,
                                     seq.cache or r.empty_cache(), inputs)
-        seq.timer.add("prefill", t0, time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        seq.timer.add("prefill", t0, seconds)
         self.counters["prefill_chunks"] += 1
+        self.counters["prefill_s"] += seconds
         seq.cache, seq.num_cached = presents, stop
         if stop < p.num_tokens:
             return
@@ -158,8 +163,12 @@ class Engine:
         seconds = time.perf_counter() - t0
         batch.after_step(presents)
         self.counters["decode_steps"] += 1
+        self.counters["decode_s"] += seconds
         self.counters["decoded_rows"] += len(rows)
         self.counters["max_rows"] = max(self.counters["max_rows"], len(rows))
+        by_rows = self.by_rows.setdefault(len(rows), [0, 0.0])  # batch size → [steps, seconds]
+        by_rows[0] += 1
+        by_rows[1] += seconds
         for i, seq in enumerate(rows):
             seq.timer.add("decode", t0, seconds)
             self._emit(seq, seq.accept(seq.choose(logits[i])))
