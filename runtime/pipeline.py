@@ -153,7 +153,8 @@ class Pipeline:
             if sample_fps is not None:
                 kept = sample_frames(len(frames), fps, sample_fps, spec.temporal_patch_size, rule=spec.frame_sampling)
                 frames = frames[kept]
-        key, hit = self._cached(frames, (spec, "video", fps, sample_fps), timer, True)
+        # the kept frames' indices too: they set the timestamps (Qwen3-VL) of frames with equal pixels
+        key, hit = self._cached(frames, (spec, "video", fps, sample_fps, [int(i) for i in kept]), timer, True)
         if hit is not None:
             return hit
         with timer("preprocess", self.preprocess):

@@ -73,3 +73,14 @@ def pipeline_turn(question: str, num_images: int) -> list[dict]:
 
 def chat_body(question: str = "What is this?", urls=(), **fields) -> dict:
     return {"model": MODEL, "messages": user_turn(question, urls), **fields}
+
+
+def serving_pipe(export_dir, **engine):
+    """For a fixture: ``yield from serving_pipe(dir, max_batch=…)`` — a Pipeline whose engine is started
+    with ``engine`` settings, closed when the fixture ends."""
+    from vlmforge.runtime import Pipeline
+
+    pipe = Pipeline.load(export_dir)
+    pipe.start_engine(**engine)
+    yield pipe
+    pipe.engine.close()

@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from server_utils import MODEL, ServerThread, chat_body, data_url, picture, pipeline_turn, user_turn
+from server_utils import MODEL, ServerThread, chat_body, data_url, picture, pipeline_turn, serving_pipe, user_turn
 
 from vlmforge.runtime import Pipeline
 from vlmforge.runtime.server.app import create_app
@@ -27,10 +27,7 @@ def ref(tiny_llava):
 
 @pytest.fixture(scope="module")
 def pipe(tiny_llava):
-    pipe = Pipeline.load(tiny_llava[1])
-    pipe.start_engine(max_batch=8, max_waiting=64)
-    yield pipe
-    pipe.engine.close()
+    yield from serving_pipe(tiny_llava[1], max_batch=8, max_waiting=64)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import zlib
 
 import httpx
 import pytest
-from server_utils import MODEL, ServerThread, chat_body, data_url, picture, png_bytes
+from server_utils import MODEL, ServerThread, chat_body, data_url, picture, png_bytes, serving_pipe
 
 from vlmforge.runtime import Pipeline
 from vlmforge.runtime.server.app import create_app
@@ -39,10 +39,7 @@ def media_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipe(tiny_llava):
-    pipe = Pipeline.load(tiny_llava[1])
-    pipe.start_engine(max_batch=4, max_waiting=16)
-    yield pipe
-    pipe.engine.close()
+    yield from serving_pipe(tiny_llava[1], max_batch=4, max_waiting=16)
 
 
 @pytest.fixture(scope="module")
