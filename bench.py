@@ -137,9 +137,9 @@ def run_bench(export_dir, model_dir, image=None, prompt=None, runs: int = 3, max
         for s in STAGES:
             theirs_t[s].append(float(np.median(hf_times[s])) if hf_times[s] else 0.0)
             ours_t[s].append(float(np.median(ours_stage_times(result.stats)[s] or [0.0])))
-        # host overhead of each decode step: its wall time minus its own engine call (engine_s[0] is the prefill)
+        # host overhead of each decode step: its wall time minus its own engine call (the prefill's chunks come first)
         steps = ours_stage_times(result.stats)["decode_step"]
-        host.append(float(np.median([w - e for w, e in zip(steps, pipe.decoder.engine_s[1:])])))
+        host.append(float(np.median([w - e for w, e in zip(steps, pipe.decoder.engine_s[-len(steps):])])))
         ours_tok = result
     return _summary(pipe, ours_t, theirs_t, host, ours_tok, runs)
 

@@ -15,16 +15,27 @@ from .stats import StageTimer
 from .token_inputs import TokenFeeds
 
 
+PREFILL_CHUNK = 512  # tokens per prefill step: attention scores stay (heads, 512, past + 512), not (heads, seq, seq)
+
+
 def prefill(decoder, inputs_embeds: np.ndarray, timer: StageTimer, positions: Positions | None = None,
-            feeds: TokenFeeds | None = None) -> np.ndarray:
+            feeds: TokenFeeds | None = None, chunk: int | None = PREFILL_CHUNK) -> np.ndarray:
     """inputs_embeds (1, seq, d) → logits (vocab,) for the next token; fills the cache.
     ``feeds``: the manifest's per-token inputs (runtime/token_inputs.py), when it declares any.
 
-    The caller resets the decoder (and sets its cross-attention memory) before."""
+    Long prompts go in ``chunk`` tokens per step (each attends to the cache so far), so prefill's
+    workspace stops growing with the square of the prompt; decoders that take the whole prompt in
+    one step (TensorRT's prefill profile) get it whole. The caller resets the decoder (and sets its
+    cross-attention memory) before."""
     seq = inputs_embeds.shape[1]
     ids = np.arange(seq, dtype=np.int64)[None, :] if positions is None else positions.prefill
+    step = chunk if chunk and getattr(decoder, "chunked_prefill", False) else seq
     with timer("prefill", decoder):
-        return decoder.step(inputs_embeds, ids, feeds.prefill if feeds else None)
+        for start in range(0, seq, step):
+            stop = min(seq, start + step)
+            extra = feeds.prefill_part(start, stop) if feeds else None
+            logits = decoder.step(inputs_embeds[:, start:stop], ids[..., start:stop], extra)
+    return logits
 
 
 def decode_one_token(decoder, embed_table: np.ndarray, token_id: int, timer: StageTimer,

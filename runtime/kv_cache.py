@@ -48,6 +48,7 @@ class OrtDecoder:
     """``step(embeds, positions) -> last logits``, appending to its cache."""
 
     cache_device = "cpu"  # where present.* are allocated; they come back as the next step's past.*
+    chunked_prefill = True  # a step takes any number of new tokens after any past (decode.prefill chunks)
 
     def __init__(self, session, spec: LLMSpec):
         self.session = session.session  # the onnxruntime.InferenceSession

@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from .backends import open_backend, open_graph
-from .decode import decode_one_token, prefill
+from .decode import PREFILL_CHUNK, decode_one_token, prefill
 from .errors import PromptError, VlmforgeError
 from .features import pack_image_features
 from .images import load_image
@@ -75,6 +75,7 @@ class Pipeline:
         self._turns = DecoderTurns(self.decoder)  # calls from many threads / interleaved streams take turns
         self._local = threading.local()  # last_result, per thread
         self.vision_cache = VisionCache(vision_cache_bytes)  # embeddings by pixel hash, shared by all requests
+        self.prefill_chunk = PREFILL_CHUNK  # long prompts prefill this many tokens per step (None: whole)
         self._engine = None  # the batched decoding engine (runtime/serving/), started by the first batched call
 
     def _newline_embedding(self) -> np.ndarray | None:
@@ -289,7 +290,7 @@ class Pipeline:
         if memory:
             self.decoder.set_memory(memory)
         p = seq.prepared
-        logits = prefill(self.decoder, p.inputs_embeds, seq.timer, p.positions, p.feeds)
+        logits = prefill(self.decoder, p.inputs_embeds, seq.timer, p.positions, p.feeds, self.prefill_chunk)
         while True:
             token = seq.choose(logits)
             piece = seq.accept(token)

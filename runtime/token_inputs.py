@@ -16,10 +16,17 @@ import numpy as np
 from .manifest import LLMSpec
 
 
+SEQUENCE_AXIS = 2  # of every prefill array built here: (layers, batch, seq, hidden)
+
+
 @dataclass
 class TokenFeeds:
     prefill: dict[str, np.ndarray] = field(default_factory=dict)
     decode: dict[str, np.ndarray] = field(default_factory=dict)  # the same arrays at every decode step
+
+    def prefill_part(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """The prefill arrays for prompt tokens start … stop - 1 (a prefill chunk)."""
+        return {name: a[:, :, start:stop] for name, a in self.prefill.items()}
 
 
 def plan_token_inputs(spec: LLMSpec, seq_len: int, slots: list[tuple[int, int]], media) -> TokenFeeds:

@@ -125,7 +125,7 @@ class Engine:
         p = seq.prepared
         start, stop = seq.num_cached, min(p.num_tokens, seq.num_cached + self.prefill_chunk)
         r = self.runner
-        inputs = {name: _take(arr, r.sequence_axes[name], start, stop) for name, arr in p.feeds.prefill.items()}
+        inputs = p.feeds.prefill_part(start, stop)
         inputs.update(p.memory or {})
         positions = p.positions.prefill[..., start:stop]
         t0 = time.perf_counter()
@@ -212,8 +212,3 @@ class Engine:
             except Exception:  # noqa: BLE001
                 pass
 
-
-def _take(array: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
-    index = [slice(None)] * array.ndim
-    index[axis] = slice(start, stop)
-    return array[tuple(index)]

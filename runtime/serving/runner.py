@@ -21,10 +21,6 @@ def batch_axis(shape: list, default: int = 0) -> int:
     return next((i for i, d in enumerate(shape) if d == "batch"), default)
 
 
-def sequence_axis(shape: list, default: int = -1) -> int:
-    return next((i for i, d in enumerate(shape) if d == "sequence"), default)
-
-
 class ModelRunner:
     def __init__(self, decoder: OrtDecoder, spec: LLMSpec, graph: GraphSpec):
         self.session = decoder.session
@@ -34,7 +30,6 @@ class ModelRunner:
         shapes = {t.name: t.shape for t in graph.inputs}
         self.takes_positions = "position_ids" in shapes
         self.batch_axes = {name: batch_axis(shape, 0) for name, shape in shapes.items()}
-        self.sequence_axes = {name: sequence_axis(shape) for name, shape in shapes.items()}
         self.empty = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), dtype=spec.kv_dtype)
 
     def empty_cache(self) -> list[np.ndarray]:
