@@ -39,9 +39,7 @@ class OrtKVCache:
 
     @property
     def nbytes(self) -> int:
-        itemsize = np.dtype(self.spec.kv_dtype).itemsize
-        per_token = 2 * self.spec.num_layers * self.spec.num_kv_heads * self.spec.head_dim * itemsize
-        return per_token * self.num_tokens
+        return self.spec.kv_bytes_per_token * self.num_tokens
 
 
 class OrtDecoder:

@@ -129,6 +129,13 @@ class LLMSpec:
         self.token_inputs = [t if isinstance(t, TokenInput) else parse(TokenInput, t, "manifest.llm.token_inputs")
                              for t in self.token_inputs]
 
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """Bytes one token adds to the KV cache: a key and a value per layer."""
+        import numpy as np
+
+        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * np.dtype(self.kv_dtype).itemsize
+
 
 @dataclass
 class TokenizerSpec:

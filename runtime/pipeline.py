@@ -390,10 +390,6 @@ class Pipeline:
 
     def _sampling_params(self, overrides: dict) -> SamplingParams:
         g = self.manifest.generation
-        known = {"do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed"}
-        unknown = set(overrides) - known
-        if unknown:
-            raise TypeError(f"unknown generation argument(s) {sorted(unknown)}; valid: {sorted(known)}")
         params = dict(
             do_sample=g.do_sample, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
             repetition_penalty=g.repetition_penalty,

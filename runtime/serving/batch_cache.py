@@ -81,7 +81,3 @@ class BatchCache:
         self.length += 1
         for seq in self.rows:
             seq.num_cached += 1
-
-    @property
-    def nbytes(self) -> int:
-        return sum(as_array(v).nbytes for v in self.values)

@@ -14,6 +14,11 @@ from .prefix_cache import PrefixCache, prompt_slots
 from .request import Request
 
 
+def _own_cache() -> PrefixCache:
+    """A chat's kept prefix: its last turn's, whatever its size."""
+    return PrefixCache(budget_bytes=1 << 62, min_tokens=1, max_entries=1)
+
+
 class Chat:
     def __init__(self, pipe, system: str | None = None, **defaults):
         """``defaults``: generation arguments for every turn (max_new_tokens, temperature …)."""
@@ -21,7 +26,7 @@ class Chat:
         self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
         self.images: list = []
         self.defaults = defaults
-        self._kept = PrefixCache(budget_bytes=1 << 62, min_tokens=1, max_entries=1)  # this chat's own cache
+        self._kept = _own_cache()  # this chat's own cache
         caps = pipe.manifest.capabilities
         self.reuses = not (caps.encoder_decoder or caps.cross_attention)
 
@@ -45,11 +50,11 @@ class Chat:
         self.messages = messages + [{"role": "assistant", "content": seq.result.text}]
         self.images += new
         if self.reuses and seq.final_cache is not None:
-            self._kept = PrefixCache(budget_bytes=1 << 62, min_tokens=1, max_entries=1)
+            self._kept = _own_cache()
             self._kept.put(seq.seen[: seq.num_cached], prompt_slots(seq.prepared), seq.final_cache)
         return seq.result
 
     def reset(self) -> None:
         system = [m for m in self.messages[:1] if m["role"] == "system"]
         self.messages, self.images = system, []
-        self._kept = PrefixCache(budget_bytes=1 << 62, min_tokens=1, max_entries=1)
+        self._kept = _own_cache()

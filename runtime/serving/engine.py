@@ -32,8 +32,7 @@ class Engine:
         self.prefill_chunk = prefill_chunk
         caps = manifest.capabilities  # a prompt-dependent memory makes a prefix's cache prompt-specific
         self.prefix_cache = None if caps.encoder_decoder or caps.cross_attention else prefix_cache
-        llm = manifest.llm
-        self.bytes_per_token = 2 * llm.num_layers * llm.num_kv_heads * llm.head_dim * np.dtype(llm.kv_dtype).itemsize
+        self.bytes_per_token = manifest.llm.kv_bytes_per_token
         self.by_rows: dict[int, list] = {}  # decode steps by batch size: [steps, seconds]
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -129,7 +128,7 @@ class Engine:
         inputs.update(p.memory or {})
         positions = p.positions.prefill[..., start:stop]
         t0 = time.perf_counter()
-        logits, presents, _ = r.run(p.inputs_embeds[:, start:stop], np.ones((1, stop), dtype=np.int64), positions,
+        logits, presents = r.run(p.inputs_embeds[:, start:stop], np.ones((1, stop), dtype=np.int64), positions,
                                     seq.cache or r.empty_cache(), inputs)
         seconds = time.perf_counter() - t0
         seq.timer.add("prefill", t0, seconds)
@@ -159,7 +158,7 @@ class Engine:
         if batch.fixed_version != batch.version:  # rows joined or left: restack
             batch.fixed, batch.fixed_version = self._stacked_inputs(rows), batch.version
         t0 = time.perf_counter()
-        logits, presents, _ = r.run(embeds, batch.mask(), positions, batch.values, batch.fixed)
+        logits, presents = r.run(embeds, batch.mask(), positions, batch.values, batch.fixed)
         seconds = time.perf_counter() - t0
         batch.after_step(presents)
         self.counters["decode_steps"] += 1

@@ -8,8 +8,6 @@ Runtime session with the pipeline's one-request decoder (``Session.Run`` is thre
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from ..kv_cache import OrtDecoder, cache_names, make_binding
@@ -36,9 +34,9 @@ class ModelRunner:
         return [self.empty] * len(self.past_names)
 
     def run(self, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list,
-            inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, list, float]:
+            inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, list]:
         """embeds (b, s, d), mask (b, past + s), positions (…, b, s), past per past input, ``inputs``:
-        further inputs by name (token inputs, fixed memory) → (logits (b, vocab), presents, seconds)."""
+        further inputs by name (token inputs, fixed memory) → (logits (b, vocab), presents)."""
         b = self.binding
         b.bind_array("inputs_embeds", np.ascontiguousarray(embeds, dtype=np.float32))
         b.bind_array("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
@@ -54,9 +52,7 @@ class ModelRunner:
         b.bind_device_output("logits")
         for name in self.present_names:
             b.bind_device_output(name)
-        start = time.perf_counter()
         b.run()
-        seconds = time.perf_counter() - start
         out = b.outputs()
         logits = np.array(out[0].numpy()[:, -1], dtype=np.float32)  # (b, vocab), ours: the next step reuses buffers
-        return logits, out[1:], seconds
+        return logits, out[1:]
