@@ -44,8 +44,9 @@ browser:
 demo: install
 	$(VENV)/bin/vlmforge demo
 
+# two workers, each taking whole test files (so their module fixtures export once)
 test: install runtime-env browser
-	VLMFORGE_RUNTIME_VENV=$(RUNTIME_VENV) $(PY) -m pytest -q tests
+	VLMFORGE_RUNTIME_VENV=$(RUNTIME_VENV) $(PY) -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) $(RUNTIME_VENV) .pytest_cache build

@@ -75,6 +75,8 @@ def cmd_run(args) -> int:
                              max_pixels=args.max_pixels, **media, **sampling):
         print(piece, end="", flush=True)
     print()
+    for b in pipe.last_result.boxes:  # grounding models: the answer's boxes in the picture's pixels
+        print(f"box {b.label or '-'}: ({b.x1:.0f}, {b.y1:.0f}) – ({b.x2:.0f}, {b.y2:.0f}) in image {b.image + 1}")
     s = pipe.last_result.stats
     print(f"[{s.num_generated_tokens} tokens, ttft {s.ttft_s * 1e3:.1f} ms, "
           f"decode {s.decode_tokens_per_s:.1f} tokens/s, finish: {pipe.last_result.finish_reason}]", file=sys.stderr)

@@ -69,7 +69,7 @@ def _export_into(family, model_dir: Path, tmp: Path, check: bool, lm_head: str, 
         np.save(tmp / name, array)
     for name, text in fam.extra_files.items():
         (tmp / name).write_text(text)
-    tokenizer = export_tokenizer(model_dir, tmp, fam.image.image_token, fam.image.image_token_id)
+    tokenizer = fam.tokenizer or export_tokenizer(model_dir, tmp, fam.image.image_token, fam.image.image_token_id)
     for key, value in fam.tokenizer_overrides.items():
         setattr(tokenizer, key, value)
     manifest = Manifest(

@@ -61,3 +61,13 @@ def decoder_graph(language_model: torch.nn.Module, lm_head: torch.nn.Module, tex
         output_names=["logits", *present_names],
         dims=dims,
     )
+
+
+def embedding_table(model) -> torch.Tensor:
+    """(vocab, hidden): what the model's token lookup gives — Gemma's embedding multiplies by √hidden
+    (``embed_scale``, in the weights' dtype), so its table is the scaled one; image features merged
+    into the prompt are not scaled."""
+    emb = model.get_input_embeddings()
+    weight = emb.weight.detach()
+    scale = getattr(emb, "embed_scale", None)
+    return weight * scale.to(weight.dtype) if scale is not None else weight

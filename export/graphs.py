@@ -89,6 +89,8 @@ class DecoderWithCache(nn.Module):
     utilities; the text model takes a 4-D mask as is.
     """
 
+    cache_from_config = True
+
     def __init__(self, language_model: nn.Module, lm_head: nn.Module, num_layers: int):
         super().__init__()
         self.language_model = language_model
@@ -101,14 +103,18 @@ class DecoderWithCache(nn.Module):
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         return self.step(inputs_embeds, attention_mask, position_ids, past)
 
-    def step(self, inputs_embeds, attention_mask, position_ids, past, **extra):
-        """``extra``: further keyword inputs of the text model (Qwen3-VL's DeepStack features)."""
+    def step(self, inputs_embeds, attention_mask, position_ids, past, mask=None, **extra):
+        """``extra``: further keyword inputs of the text model (Qwen3-VL's DeepStack features);
+        ``mask``: a (b, 1, s, past+s) additive mask instead of the causal one (export/attention.py)."""
         from transformers.cache_utils import DynamicCache
 
-        cache = DynamicCache(config=self.language_model.config)
+        # with a config, transformers gives sliding-window layers a cache trimmed to the window; a graph
+        # that masks the window itself (export/attention.py) keeps every key instead
+        cache = DynamicCache(config=self.language_model.config) if self.cache_from_config else DynamicCache()
         for i in range(self.num_layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
-        mask = additive_causal_mask(attention_mask, inputs_embeds.shape[1], inputs_embeds.dtype)
+        if mask is None:
+            mask = additive_causal_mask(attention_mask, inputs_embeds.shape[1], inputs_embeds.dtype)
         out = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=mask,

@@ -4,7 +4,7 @@ its resampling and normalisation in C (compiled at first use, byte-identical, th
 C compiler is present); ``kernels.cuda`` runs the same placements on a GPU.
 
 Schemes: ``fixed`` (CLIP / LLaVA-1.5), ``anyres`` (LLaVA-NeXT), ``hd`` (InternLM-XComposer2-4KHD),
-``patches`` (Fuyu), ``native`` (Qwen2-VL). Each is (output_shape_fn, kernel_fn); the kernel writes into a preallocated
+``patches`` (Fuyu), ``native`` (Qwen2-VL), ``dynamic`` (InternVL). Each is (output_shape_fn, kernel_fn); the kernel writes into a preallocated
 output and returns the ``TileLayout`` the prompt builder needs.
 """
 
@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from .anyres import anyres_num_image_tokens, anyres_output_shape, anyres_tiles, pack_anyres_features
+from .dynamic import dynamic_output_shape, dynamic_tiles
 from .fixed import fixed_output_shape, fixed_tiles
 from .hd import hd_output_shape, hd_tiles
 from .images import check_image_size, prepare_image
@@ -44,6 +45,7 @@ _SCHEMES = {
     "hd": (hd_output_shape, hd_tiles),
     "patches": (patches_output_shape, patches_tiles),
     "native": (native_output_shape, native_tiles),
+    "dynamic": (dynamic_output_shape, dynamic_tiles),
 }
 _DTYPES = (np.float32, np.float16)
 BACKENDS = ("auto", "c", "numpy")

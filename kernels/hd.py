@@ -18,6 +18,12 @@ Our reading of the original code (InternLM-XComposer ``ixc_utils.py`` / the 4KHD
   h·12 rows of w·12 tokens, each row ending with the newline:
   (h·w + 1)·144 + 1 + (h + 1)·12 tokens.
 
+IXC-2.5 (``InternLM-XComposer-2.5`` ``ixc_utils.Image_transform``, 560-px tiles) differs in two
+places, each a spec field: ``scale = min(ceil(width / 560), scale)`` (``hd_cap_scale``: a small
+picture is not enlarged to many tiles) and ``padding_336(img, 560)`` pads with top_padding = 0,
+all below — right of a portrait picture (``hd_padding="end"``). With several pictures in one
+prompt its ``interleav_wrap_chat`` tiles each with hd_num = 6 (``multi_image_max_tiles``).
+
 Deviation: an image so elongated that int(new_w / ratio) is 0 makes the original crash; we
 raise ValueError instead.
 """
@@ -45,6 +51,8 @@ def hd_resize(h: int, w: int, spec: PreprocessSpec) -> tuple[int, int, bool]:
     while scale * math.ceil(scale / ratio) <= spec.max_tiles:
         scale += 1
     scale -= 1
+    if spec.hd_cap_scale:  # IXC-2.5: no more tiles across than the picture's own width needs
+        scale = min(scale, math.ceil(w / spec.tile_size))
     new_w = int(scale * spec.tile_size)
     new_h = int(new_w / ratio)
     if new_h == 0:
@@ -59,7 +67,10 @@ def hd_plan(image_hw: tuple[int, int], spec: PreprocessSpec) -> tuple[Placement,
     t = spec.tile_size
     nh, nw, transposed = hd_resize(*image_hw, spec)
     ph, pw = math.ceil(nh / t) * t, math.ceil(nw / t) * t
-    offset = (0, (pw - nw) // 2) if transposed else ((ph - nh) // 2, 0)
+    if spec.hd_padding == "end":  # IXC-2.5: top_padding = 0, all of it below (right of a portrait picture)
+        offset = (0, 0)
+    else:
+        offset = (0, (pw - nw) // 2) if transposed else ((ph - nh) // 2, 0)
     rows, cols = ph // t, pw // t
     tiles = tuple(Tile(1 + r * cols + c, r * t, c * t, t, t) for r in range(rows) for c in range(cols))
     return Placement((nh, nw), offset, tiles, transposed=transposed), (ph, pw)

@@ -3,9 +3,9 @@ what it reports back (``TileLayout``, which the prompt builder uses to size imag
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
-SCHEMES = ("fixed", "anyres", "hd", "patches", "native")
+SCHEMES = ("fixed", "anyres", "hd", "patches", "native", "dynamic")
 RESIZE_MODES = ("shortest_edge", "exact", "none")
 
 
@@ -27,9 +27,9 @@ class PreprocessSpec:
     resolution (aspect kept, centred on 0-padding as transformers pads) cut into ``tile_size`` tiles;
     ``patch_size`` is the vision tower's, used to count tokens after unpadding + ``image_newline``.
 
-    hd (InternLM-XComposer2-4KHD): aspect kept, at most ``max_tiles`` local ``tile_size`` tiles,
-    ``background`` (white) padding centred across the short side, plus a global view first;
-    tokens per tile side are ``tile_size // patch_size // merge_size``.
+    hd (InternLM-XComposer2-4KHD / IXC-2.5): aspect kept, at most ``max_tiles`` local ``tile_size``
+    tiles, ``background`` (white) padding across the short side (``hd_padding``: centred, or all at
+    the end), plus a global view first; tokens per tile side are ``tile_size // patch_size // merge_size``.
 
     patches (Fuyu): shrink to fit ``size`` = [h, w] (never enlarge), pad right/bottom with
     ``background`` to a multiple of ``patch_size``, cut row-major (patch_size² · 3) vectors.
@@ -37,6 +37,10 @@ class PreprocessSpec:
     native (Qwen2-VL): ``smart_resize`` to multiples of patch_size × merge_size with the area in
     [``min_pixels``, ``max_pixels``] (the image-token budget), patches flattened (c, t, y, x) in
     merge-window order, the image repeated ``temporal_patch_size`` times (kernels/native.py).
+
+    dynamic (InternVL): the image resized whole to the ``tile_size`` grid of [``min_tiles``,
+    ``max_tiles``] tiles closest to its aspect ratio, cut row-major, plus a tile_size² thumbnail
+    when the grid has more than one tile (kernels/dynamic.py).
     """
 
     scheme: str = "fixed"
@@ -56,7 +60,13 @@ class PreprocessSpec:
     tile_size: int = 336  # anyres / hd: side of every tile
     patch_size: int = 14  # vision tower patch (anyres, hd) or Fuyu pixel patch (patches)
     merge_size: int = 1  # hd: tokens merged per side (2×2 → 2) before the LLM
-    max_tiles: int = 25  # hd: hd_num, the most local tiles
+    max_tiles: int = 25  # hd: hd_num, the most local tiles; dynamic: max_patches
+    min_tiles: int = 1  # dynamic: min_patches, the fewest tiles in the grid
+    # hd: where the padding to whole tiles goes — "center" (4KHD's padding_336: half above, half
+    # below) or "end" (IXC-2.5: all below, or right of a portrait picture)
+    hd_padding: str = "center"
+    hd_cap_scale: bool = False  # hd: IXC-2.5 — at most ceil(long side / tile_size) tiles across (no enlarging)
+    multi_image_max_tiles: int = 0  # hd: max_tiles when a prompt holds several images (IXC-2.5: 6); 0: max_tiles
     image_newline: bool = True  # a newline token ends every row of image tokens
     min_pixels: int = 56 * 56  # native: the resized area's bounds (the image-token budget)
     max_pixels: int = 28 * 28 * 1280
@@ -105,11 +115,24 @@ class PreprocessSpec:
         if self.video_budget not in ("frame", "clip") or self.frame_sampling not in ("qwen2", "linspace"):
             raise ValueError(f"video_budget is 'frame' or 'clip' and frame_sampling 'qwen2' or 'linspace'; got "
                              f"{self.video_budget!r}, {self.frame_sampling!r}")
-        if self.scheme == "hd" and self.max_tiles < 1:
-            raise ValueError(f"hd needs max_tiles >= 1, got {self.max_tiles}")
+        if self.scheme == "dynamic" and not (t > 0 and 1 <= self.min_tiles <= self.max_tiles):
+            raise ValueError(f"dynamic needs tile_size > 0 and 1 <= min_tiles <= max_tiles (min_patches, max_patches); "
+                             f"got {t}, {self.min_tiles}, {self.max_tiles}")
+        if self.scheme == "hd" and (self.max_tiles < 1 or self.multi_image_max_tiles < 0):
+            raise ValueError(f"hd needs max_tiles >= 1 and multi_image_max_tiles >= 0, got {self.max_tiles}, "
+                             f"{self.multi_image_max_tiles}")
+        if self.hd_padding not in ("center", "end"):
+            raise ValueError(f"hd_padding is 'center' or 'end', got {self.hd_padding!r}")
         if self.scheme == "patches":
             if len(self.size) != 2 or p <= 0 or self.size[0] % p or self.size[1] % p:
                 raise ValueError(f"patches needs size=[h, w] in multiples of patch_size {p}; got size={self.size}")
+
+    def for_images(self, num_images: int) -> "PreprocessSpec":
+        """The spec for each picture of a prompt with ``num_images`` of them (hd: the smaller tile
+        budget several pictures get)."""
+        if num_images > 1 and self.multi_image_max_tiles:
+            return replace(self, max_tiles=self.multi_image_max_tiles)
+        return self
 
     @property
     def output_hw(self) -> tuple[int, int] | None:

@@ -25,14 +25,15 @@ def prefill(decoder, inputs_embeds: np.ndarray, timer: StageTimer, positions: Po
 
     Long prompts go in ``chunk`` tokens per step (each attends to the cache so far), so prefill's
     workspace stops growing with the square of the prompt; decoders that take the whole prompt in
-    one step (TensorRT's prefill profile) get it whole. The caller resets the decoder (and sets its
+    one step (TensorRT's prefill profile) get it whole. A step never ends inside a bidirectional
+    attention span (runtime/attention.py). The caller resets the decoder (and sets its
     cross-attention memory) before."""
     seq = inputs_embeds.shape[1]
     ids = np.arange(seq, dtype=np.int64)[None, :] if positions is None else positions.prefill
     step = chunk if chunk and getattr(decoder, "chunked_prefill", False) else seq
+    ends = feeds.chunk_bounds(seq, step) if feeds else list(range(step, seq, step)) + [seq]
     with timer("prefill", decoder):
-        for start in range(0, seq, step):
-            stop = min(seq, start + step)
+        for start, stop in zip([0, *ends[:-1]], ends):
             extra = feeds.prefill_part(start, stop) if feeds else None
             logits = decoder.step(inputs_embeds[:, start:stop], ids[..., start:stop], extra)
     return logits

@@ -105,11 +105,12 @@ class OrtDecoder:
         for name, value in self.constants.items():
             b.bind_value(name, value)
         extra = extra or {}
-        for declared in self.spec.token_inputs:
-            if declared.name not in extra:
-                raise ValueError(f"the llm graph takes {declared.name} ({declared.kind}) at every step; pass it in "
-                                 "extra= (runtime/token_inputs.plan_token_inputs builds it)")
-            b.bind_array(declared.name, np.ascontiguousarray(extra[declared.name], dtype=np.float32))
+        for name in self.spec.step_inputs:
+            if name not in extra:
+                raise ValueError(f"the llm graph takes {name} at every step; pass it in extra= "
+                                 "(runtime/token_inputs.plan_token_inputs builds it)")
+        for name, value in extra.items():  # each in the dtype plan_token_inputs gives it
+            b.bind_array(name, np.ascontiguousarray(value))
         turn = self._turn
         self._turn ^= 1
         b.bind_value_output("logits", self._logits_values[turn])

@@ -24,7 +24,8 @@ LM_HEADS = ("full", "screened")  # LLMSpec.head
 MANIFEST_NAME = "manifest.json"
 PLACEMENTS = ("inline", "prefix", "memory")
 POSITION_SCHEMES = ("consecutive", "mrope")  # runtime/positions/
-TOKEN_INPUT_KINDS = ("deepstack",)  # runtime/token_inputs.py
+ATTENTION_PATTERNS = ("causal", "prefix", "image")  # runtime/attention.py
+TOKEN_INPUT_KINDS = ("deepstack", "ntk_alpha", "image_mask")  # runtime/token_inputs.py
 
 
 @dataclass
@@ -85,10 +86,27 @@ class PositionSpec:
     # mrope: a video's temporal positions step by tokens_per_second · seconds per temporal patch
     # (Qwen2.5-VL); 0: by 1 per temporal patch (Qwen2-VL)
     tokens_per_second: float = 0.0
+    offset: int = 0  # consecutive: the first token's position (PaliGemma counts from 1)
 
     def __post_init__(self):
         if self.scheme not in POSITION_SCHEMES:
             raise ManifestError(f"unknown position scheme {self.scheme!r}; this runtime knows {POSITION_SCHEMES}")
+
+
+@dataclass
+class AttentionSpec:
+    """Which tokens attend to which (runtime/attention.py builds it; export/attention.py is the graph's
+    side). causal: each token sees those before it. prefix (PaliGemma's prefix-LM): the whole
+    prompt — images, BOS, text — sees itself bidirectionally, generated tokens are causal. image
+    (Gemma 3): each image's tokens see each other bidirectionally. Non-causal patterns are fed as
+    ``input`` (batch, seq) span ids, and a span is never split across prefill steps."""
+
+    pattern: str = "causal"
+    input: str = "token_spans"
+
+    def __post_init__(self):
+        if self.pattern not in ATTENTION_PATTERNS:
+            raise ManifestError(f"unknown attention pattern {self.pattern!r}; this runtime knows {ATTENTION_PATTERNS}")
 
 
 @dataclass
@@ -97,11 +115,19 @@ class TokenInput:
 
     deepstack (Qwen3-VL): ``name`` (layers, batch, seq, hidden) float — the connector output of
     that name (layers, tokens, hidden) of each image at its tokens' positions, zero at text tokens;
-    the graph adds layer i's to the hidden states after decoder layer i."""
+    the graph adds layer i's to the hidden states after decoder layer i.
+
+    ntk_alpha (Qwen-VL's dynamic NTK RoPE): ``name`` (batch,) float — one value per sequence, the
+    same at every step: 2^⌈log2(prompt tokens / seq_length) + 1⌉ − 1, at least 1; the graph scales
+    its rotary base by α^(d/(d-2)). A cache built under one α is reused only under the same α.
+
+    image_mask (InternLM-XComposer2's Partial LoRA): ``name`` (batch, seq) float — 1 at image slots,
+    0 at text tokens and at every decode step; the graph adds its LoRA branches only where it is 1."""
 
     name: str
     kind: str
     layers: int = 0
+    seq_length: int = 0  # ntk_alpha: the trained context length the prompt is measured against
 
     def __post_init__(self):
         if self.kind not in TOKEN_INPUT_KINDS:
@@ -122,12 +148,21 @@ class LLMSpec:
     head: str = "full"
     positions: PositionSpec = field(default_factory=PositionSpec)
     token_inputs: list[TokenInput] = field(default_factory=list)
+    attention: AttentionSpec = field(default_factory=AttentionSpec)
 
     def __post_init__(self):
         if isinstance(self.positions, dict):
             self.positions = parse(PositionSpec, self.positions, "manifest.llm.positions")
+        if isinstance(self.attention, dict):
+            self.attention = parse(AttentionSpec, self.attention, "manifest.llm.attention")
         self.token_inputs = [t if isinstance(t, TokenInput) else parse(TokenInput, t, "manifest.llm.token_inputs")
                              for t in self.token_inputs]
+
+    @property
+    def step_inputs(self) -> list[str]:
+        """The llm graph's inputs fed at every step besides embeddings, mask, positions and cache."""
+        spans = [self.attention.input] if self.attention.pattern != "causal" else []
+        return [t.name for t in self.token_inputs] + spans
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -147,6 +182,20 @@ class TokenizerSpec:
     special_tokens: dict = field(default_factory=dict)  # name → token string
     add_special_tokens: bool = True  # let the tokenizer add its BOS/CLS … (its post-processor)
     prefix_ids: list[int] = field(default_factory=list)  # ids put before every tokenised prompt (BLIP's [DEC])
+
+
+@dataclass
+class GroundingSpec:
+    """Boxes in the answer text (Qwen-VL: ``<ref>a cat</ref><box>(x1,y1),(x2,y2)</box>``), read into
+    ``result.boxes`` by runtime/grounding.py: coordinates run 0 … ``scale`` over the picture."""
+
+    ref: list[str] = field(default_factory=lambda: ["<ref>", "</ref>"])
+    box: list[str] = field(default_factory=lambda: ["<box>", "</box>"])
+    scale: int = 1000
+
+    def __post_init__(self):
+        if len(self.ref) != 2 or len(self.box) != 2 or self.scale <= 0:
+            raise ManifestError(f"grounding needs ref and box as [open, close] marks and a positive scale; got {self}")
 
 
 @dataclass
@@ -175,8 +224,14 @@ class ImageSpec:
     # own run of slots (Qwen3-VL: "<{seconds} seconds><|vision_start|>{video}<|vision_end|>"):
     # {seconds} its timestamp to one decimal, {video} the video token (expanded to the patch's tokens)
     video_frame_template: str | None = None
+    # [open, close]: an image's slots sit between these marks, and text users write between them
+    # (Qwen-VL's file path or URL) is dropped unread — "<img>photo.jpg</img>" is the next image given
+    span: list[str] | None = None
+    grounding: GroundingSpec | None = None  # boxes in the answer (result.boxes)
 
     def __post_init__(self):
+        if self.span is not None and (len(self.span) != 2 or not all(self.span)):
+            raise ManifestError(f"manifest.image.span must be [open mark, close mark], got {self.span}")
         if isinstance(self.preprocess, dict):
             self.preprocess = from_dict(PreprocessSpec, self.preprocess)
         if isinstance(self.connector_tokenizer, dict):

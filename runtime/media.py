@@ -23,6 +23,7 @@ class Media:
     extras: dict = field(default_factory=dict)  # further connector outputs, (…, tokens, …): DeepStack's
     timestamps: list[float] = field(default_factory=list)  # a video's: seconds at each temporal patch
     key: str = ""  # hash of its pixels and settings (runtime/vision_cache.py): same key, same embeddings
+    size: tuple[int, int] = (0, 0)  # (height, width) of the decoded picture (grounding boxes scale to it)
 
     def temporal_patches(self) -> list["Media"]:
         """A video as one item per temporal patch (for prompts that give each its own slots)."""

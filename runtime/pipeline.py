@@ -120,7 +120,7 @@ class Pipeline:
         embeds, extras = self._embed_pixels(pixels, layout, spec, timer, prompt_text)
         embeds = pack_image_features(embeds, rgb.shape[:2], spec, self.image_newline, self.view_separator)
         assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
-        return self._keep(Media(embeds, layout, extras=extras, key=key), cache)
+        return self._keep(Media(embeds, layout, extras=extras, key=key, size=rgb.shape[:2]), cache)
 
     def _connector_text(self, prompt_text: str) -> str:
         """What of the prompt the image's embeddings depend on: all of it for Q-Formers that read it."""
@@ -324,7 +324,7 @@ class Pipeline:
         spec = call_spec(self.manifest.image.preprocess, request.max_pixels)  # this call's image budget
         images, videos = as_list(request.images), as_list(request.videos)
         text = self.prompt_text(request.prompt, request.messages, len(images), len(videos))
-        pictures = [self._encode(img, timer, text, spec) for img in images]
+        pictures = [self._encode(img, timer, text, spec.for_images(len(images))) for img in images]
         clips = [self._encode_video(v, timer, spec, request.video_fps, request.sample_fps) for v in videos]
         if self.manifest.image.video_frame_template:  # every temporal patch its own run of slots (Qwen3-VL)
             text = self.prompter.expand_video_frames(text, [c.timestamps for c in clips])
@@ -340,7 +340,7 @@ class Pipeline:
         positions = self.positions(len(decoder_ids), prepared, media)
         feeds = plan_token_inputs(self.manifest.llm, len(decoder_ids), prepared.image_slots, media)
         return Prepared(prepared, decoder_ids, inputs_embeds, positions, feeds, max_new, memory,
-                        [m.key for m in media])
+                        [m.key for m in media], [m.size for m in pictures], self.manifest.image.grounding)
 
     def positions(self, seq_len: int, prepared: PreparedPrompt, media: list[Media]) -> Positions:
         """The prefill's position_ids and where decoding continues, by the manifest's scheme."""

@@ -4,10 +4,15 @@ The placeholder (``<image>``) marks where each image goes. Each is expanded to t
 slots its layout needs; every slot carries the image token id and is later overwritten with an
 image embedding. Text can never create a slot: placeholders are counted against the images
 given, and message text that contains the placeholder is refused.
+
+Models whose image slots sit inside a span (Qwen-VL's ``<img>…</img>``) declare the span: in a
+prompt string each span is the place of the next image given, and what it holds (the original
+reads a file path or URL there) is dropped unread; message text may not hold either mark.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,15 +31,16 @@ class PreparedPrompt:
         return sum(n for _, n in self.image_slots)
 
 
-def render_messages(tokenizer, messages: list[dict], image_token: str, placeholder: str | None = None,
-                    video_token: str | None = None) -> tuple[str, int, int]:
-    """Chat messages → prompt text via the model's template; returns (text, image items, video items)."""
+def render_messages(tokenizer, messages: list[dict], marks: tuple[str, ...], allow_video: bool = False
+                    ) -> tuple[str, int, int]:
+    """Chat messages → prompt text via the model's template; returns (text, image items, video items).
+    ``marks``: the strings message text may not hold (placeholders, span marks)."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise PromptError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts")
     counts = {"image": 0, "video": 0}
-    marks = [m for m in (image_token, placeholder, video_token) if m]
+    marks = [m for m in marks if m]
     for i, m in enumerate(messages):
-        for where, kind, text in _message_texts(m, f"messages[{i}]", allow_video=video_token is not None):
+        for where, kind, text in _message_texts(m, f"messages[{i}]", allow_video=allow_video):
             if kind in counts:
                 counts[kind] += 1
             elif any(mark in text for mark in marks):
@@ -99,6 +105,20 @@ def user_turn(text: str, num_images: int, placeholders: tuple[str, ...], system:
     content = [{"type": "video"}] * num_videos + content
     turn = [{"role": "user", "content": content}]
     return ([{"role": "system", "content": system}] if system else []) + turn
+
+
+def close_spans(text: str, span: list[str], placeholder: str) -> str:
+    """Each ``open … close`` span → ``placeholder`` (its content dropped, never read); a mark left
+    unpaired is refused rather than tokenised into a slot with no image."""
+    opening, closing = span
+    text = re.sub(re.escape(opening) + ".*?" + re.escape(closing), lambda _: placeholder, text, flags=re.DOTALL)
+    rest = text.replace(placeholder, "")
+    for mark in (opening, closing):
+        if mark in rest:
+            raise PromptError(f"the prompt has an unpaired {mark!r}; an image's place is written "
+                              f"{opening}{closing} (whatever stands between the marks is ignored: "
+                              "pass the picture itself in images=)")
+    return text
 
 
 def _split_keep(piece, mark: str) -> list:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from .errors import PromptError
 from .manifest import Manifest
-from .prompt import (PreparedPrompt, check_text, expand_media_slots, prefix_image_placeholders, render_messages,
-                     user_turn)
+from .prompt import (PreparedPrompt, check_text, close_spans, expand_media_slots, prefix_image_placeholders,
+                     render_messages, user_turn)
 from .tokenizer import TextTokenizer
 
 
@@ -14,6 +14,23 @@ class Prompter:
     def __init__(self, manifest: Manifest, tokenizer: TextTokenizer):
         self.manifest = manifest
         self.tokenizer = tokenizer
+        image = manifest.image
+        # what message text may not hold: it would make (or break) an image slot
+        self.marks = (image.image_token, image.placeholder, image.video_token, *(image.span or ()))
+
+    def _render(self, messages) -> tuple[str, int, int]:
+        return render_messages(self.tokenizer, messages, self.marks, self.manifest.image.video_token is not None)
+
+    def close_spans(self, text: str) -> str:
+        """Spans (Qwen-VL's ``<img>path</img>``) → the bare placeholder, their content dropped unread."""
+        image = self.manifest.image
+        return close_spans(text, image.span, image.placeholder or image.image_token) if image.span else text
+
+    def slot_text(self) -> str:
+        """What stands in the text for one image's slots before tokenising: the image token, inside
+        the span's marks where the model has one."""
+        image = self.manifest.image
+        return f"{image.span[0]}{image.image_token}{image.span[1]}" if image.span else image.image_token
 
     def prompt_text(self, prompt: str | None, messages, num_images: int, num_videos: int = 0) -> str:
         """The prompt string: given, or rendered from chat messages with the model's template."""
@@ -21,9 +38,7 @@ class Prompter:
             raise PromptError("pass exactly one of prompt= (a string) or messages= (a chat)")
         if messages is None:
             return check_text(prompt, "prompt")
-        image = self.manifest.image
-        text, num_items, num_clips = render_messages(self.tokenizer, messages, image.image_token, image.placeholder,
-                                                     image.video_token)
+        text, num_items, num_clips = self._render(messages)
         if num_items != num_images:
             raise PromptError(f"the messages hold {num_items} image item(s) but {num_images} image(s) were given")
         if num_clips != num_videos:
@@ -35,7 +50,7 @@ class Prompter:
         chat template, images first unless ``text`` places them with placeholders."""
         image = self.manifest.image
         marks = (image.image_token, image.placeholder)
-        check_text(text, "prompt")
+        text = self.close_spans(check_text(text, "prompt"))
         if system is not None:
             check_text(system, "system")
         if not self.manifest.tokenizer.chat_template:
@@ -46,9 +61,8 @@ class Prompter:
             lead = image.placeholder or image.image_token
             return text if has_mark or image.placement != "inline" else lead * num_images + text
         messages = user_turn(text, num_images, marks, system, num_videos)
-        rendered = render_messages(self.tokenizer, messages, image.image_token, image.placeholder, image.video_token)[0]
-        if system and rendered == render_messages(self.tokenizer, messages[1:], image.image_token, image.placeholder,
-                                                  image.video_token)[0]:
+        rendered = self._render(messages)[0]
+        if system and rendered == self._render(messages[1:])[0]:
             raise PromptError("this model's chat template has no system turn (it renders the same without it); "
                               "leave out --system")
         return rendered
@@ -71,9 +85,11 @@ class Prompter:
     def prepare_prompt(self, prompt: str | None, messages, num_images: int, tokens_per_image: list[int],
                        tokens_per_video: list[int] = ()) -> PreparedPrompt:
         image = self.manifest.image
-        prompt = self.prompt_text(prompt, messages, num_images, len(tokens_per_video))
+        prompt = self.close_spans(self.prompt_text(prompt, messages, num_images, len(tokens_per_video)))
         if image.placeholder:
-            prompt = prompt.replace(image.placeholder, image.image_token)
+            prompt = prompt.replace(image.placeholder, self.slot_text())
+        elif image.span:
+            prompt = prompt.replace(image.image_token, self.slot_text())
         ids = self.tokenizer.encode(prompt + self.manifest.prompt_suffix)
         if image.placement == "memory":  # images are cross-attention memory, not prompt tokens
             return PreparedPrompt(ids, [])

@@ -58,7 +58,7 @@ class TrtKVCache:
 class TrtDecoder:
     def __init__(self, root: Path, manifest: Manifest):
         needs = [manifest.llm.positions.scheme + " positions"] * (manifest.llm.positions.scheme != "consecutive")
-        needs += [t.name for t in manifest.llm.token_inputs]
+        needs += manifest.llm.step_inputs
         if needs:  # refused at load, so step() (the hot path) checks nothing
             raise VlmforgeError(f"the TensorRT decoder binds (1, seq) positions and no per-token inputs; this "
                                 f"{manifest.family} export needs {', '.join(needs)}; load it with backend='onnxruntime'")

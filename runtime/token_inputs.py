@@ -5,14 +5,24 @@ one generated (text) token. The decode loop passes them through without knowing 
 deepstack (Qwen3-VL): (layers, 1, seq, hidden) float32 — each image's connector output of that
 name, (layers, tokens, hidden), written at the image's slots; zeros at text tokens, so a decode
 step feeds (layers, 1, 1, hidden) zeros.
+
+token_spans (the attention pattern, ``llm.attention``): (1, seq) int64 span ids, -1 at decode steps.
+
+ntk_alpha (Qwen-VL): (1,) float32, one value for the whole sequence (every prefill chunk and decode
+step): the original picks its dynamic-NTK α from the prompt's length at the prefill and keeps it.
+
+image_mask (InternLM-XComposer2): (1, seq) float32, 1 at every image and video slot, 0 at text
+tokens; a decode step (a generated text token) feeds (1, 1) zeros.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .attention import chunk_bounds, decode_spans, plan_spans
 from .manifest import LLMSpec
 
 
@@ -23,17 +33,59 @@ SEQUENCE_AXIS = 2  # of every prefill array built here: (layers, batch, seq, hid
 class TokenFeeds:
     prefill: dict[str, np.ndarray] = field(default_factory=dict)
     decode: dict[str, np.ndarray] = field(default_factory=dict)  # the same arrays at every decode step
+    constant: dict[str, np.ndarray] = field(default_factory=dict)  # per sequence, fed at every step
+    seq_axes: dict[str, int] = field(default_factory=dict)  # prefill array → its sequence axis (default 2)
+    spans: np.ndarray | None = None  # (1, seq) the attention pattern's span ids (runtime/attention.py), if any
 
     def prefill_part(self, start: int, stop: int) -> dict[str, np.ndarray]:
         """The prefill arrays for prompt tokens start … stop - 1 (a prefill chunk)."""
-        return {name: a[:, :, start:stop] for name, a in self.prefill.items()}
+        part = {name: a[(slice(None),) * self.seq_axes.get(name, SEQUENCE_AXIS) + (slice(start, stop),)]
+                for name, a in self.prefill.items()}
+        return {**part, **self.constant}
+
+    def chunk_bounds(self, seq_len: int, chunk: int) -> list[int]:
+        """Where prefill steps of ``chunk`` tokens end, never inside an attention span."""
+        return chunk_bounds(seq_len, chunk, self.spans)
+
+    @property
+    def cache_context(self) -> str:
+        """What a KV cache built under these inputs depends on beyond the tokens (ntk_alpha's α):
+        a cached prefix is reused only under the same context."""
+        return ";".join(f"{k}={v.tolist()}" for k, v in sorted(self.constant.items()))
+
+
+def ntk_alpha(prompt_tokens: int, seq_length: int) -> float:
+    """Qwen's dynamic-NTK α: 2^⌈log2(n / seq_length) + 1⌉ − 1, at least 1 (1 up to seq_length tokens)."""
+    if prompt_tokens <= 0:
+        return 1.0
+    return float(max(2 ** math.ceil(math.log(prompt_tokens / seq_length, 2) + 1) - 1, 1))
+
+
+def image_mask(seq_len: int, slots: list[tuple[int, int]]) -> np.ndarray:
+    """(1, seq) float32: 1 at the slots (first position, count), 0 elsewhere."""
+    mask = np.zeros((1, seq_len), dtype=np.float32)
+    for start, count in slots:
+        mask[0, start : start + count] = 1.0
+    return mask
 
 
 def plan_token_inputs(spec: LLMSpec, seq_len: int, slots: list[tuple[int, int]], media) -> TokenFeeds:
     """``slots``: (first position, count) of each item in ``media`` (prompt order), whose
     ``extras`` hold the connector outputs the declarations name."""
     feeds = TokenFeeds()
+    feeds.spans = plan_spans(spec.attention, seq_len, slots)
+    if feeds.spans is not None:  # (1, seq): batch, then sequence
+        name = spec.attention.input
+        feeds.prefill[name], feeds.decode[name], feeds.seq_axes[name] = feeds.spans, decode_spans(), 1
     for declared in spec.token_inputs:
+        if declared.kind == "ntk_alpha":
+            alpha = np.array([ntk_alpha(seq_len, declared.seq_length)], dtype=np.float32)
+            feeds.constant[declared.name] = feeds.decode[declared.name] = alpha
+            continue
+        if declared.kind == "image_mask":
+            feeds.prefill[declared.name], feeds.seq_axes[declared.name] = image_mask(seq_len, slots), 1
+            feeds.decode[declared.name] = np.zeros((1, 1), dtype=np.float32)
+            continue
         shape = (declared.layers, 1, seq_len, spec.hidden_size)
         dense = np.zeros(shape, dtype=np.float32)
         for (start, count), item in zip(slots, media):

@@ -56,7 +56,15 @@ class DetokenizeStream:
         self._stream = DecodeStream(skip_special_tokens=True)
 
     def step(self, token_id: int) -> str:
-        return self._stream.step(self._tokenizer, int(token_id)) or ""
+        from tokenizers.decoders import DecodeStream
+
+        try:
+            return self._stream.step(self._tokenizer, int(token_id)) or ""
+        except Exception:  # noqa: BLE001 - tokenizers' "Invalid prefix": see below
+            # byte-fallback decoders (ByteFallback) turn a whole run of <0xNN> tokens into U+FFFD once it
+            # stops being valid UTF-8, re-decoding text already given out; go on from this token
+            self._stream = DecodeStream(skip_special_tokens=True)
+            return self._stream.step(self._tokenizer, int(token_id)) or ""
 
 
 def _compile_template(source: str):

@@ -55,6 +55,7 @@ SPECS = {
     "anyres": PreprocessSpec(scheme="anyres", grid_pinpoints=PINPOINTS, mean=CLIP_MEAN, std=CLIP_STD),
     "hd": PreprocessSpec(scheme="hd", merge_size=2, resample="bilinear", background=[255] * 3, mean=CLIP_MEAN, std=CLIP_STD),
     "patches": PreprocessSpec(scheme="patches", size=[1080, 1920], patch_size=30, resample="bilinear", background=[1] * 3, mean=[0.5] * 3, std=[0.5] * 3),
+    "dynamic": PreprocessSpec(scheme="dynamic", resize="none", tile_size=448, max_tiles=12, mean=CLIP_MEAN, std=CLIP_STD),
 }  # fmt: skip
 
 

@@ -5,6 +5,7 @@ request alone, token for token."""
 from __future__ import annotations
 
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from vlmforge.runtime import Pipeline, VlmforgeError
 from vlmforge.runtime.serving import Request
 from vlmforge.runtime.serving.prefix_cache import Prefix, PrefixCache, shared_length
 from vlmforge.runtime.serving.scheduler import QueueFull, Scheduler
+from vlmforge.runtime.token_inputs import TokenFeeds
 from vlmforge.runtime.vision_cache import VisionCache, media_key
 
 
@@ -60,6 +62,15 @@ def test_batched_tokens_equal_one_at_a_time(pipe, mixed, solo, count):
     pipe.start_engine(max_batch=8)
     batch = pipe.generate_batch(mixed[:count])
     for one, many in zip(solo, batch):
+        assert (many.token_ids, many.text, many.finish_reason) == (one.token_ids, one.text, one.finish_reason)
+    # all prepared first, then queued together: they must share decode steps (generate_batch starts
+    # each as soon as it is ready, so on a busy machine a short one may be done before the next comes)
+    seqs = [pipe.sequence(r) for r in mixed[:count]]
+    for seq in seqs:
+        pipe.engine.submit(seq)
+    for seq in seqs:
+        seq.done.wait()
+    for one, many in zip(solo, [s.result for s in seqs]):
         assert (many.token_ids, many.text, many.finish_reason) == (one.token_ids, one.text, one.finish_reason)
     stats = pipe.engine.stats
     assert stats["running"] == stats["waiting"] == 0
@@ -148,8 +159,11 @@ def test_prefix_matching_checks_the_pictures():
     assert shared_length(kept, ids, [(2, 3, "cat")]) == 6  # one token left to prefill
     assert shared_length(kept, ids, [(2, 3, "dog")]) == 2  # another picture in the same slots
     assert shared_length(kept, np.array([1, 5, 9]), []) == 1
+    # a cache built under another context (Qwen-VL's dynamic-NTK α) is never reused
+    assert shared_length(kept, ids, [(2, 3, "cat")], "ntk_alpha=[3.0]") == 0
     cache = PrefixCache(min_tokens=4)
-    cache.put(ids[:3], [], [np.zeros((1, 1, 3, 2))])  # shorter than min_tokens: not kept
+    short = types.SimpleNamespace(prompt=types.SimpleNamespace(image_slots=[]), media_keys=[], feeds=TokenFeeds())
+    cache.put(ids[:3], short, [np.zeros((1, 1, 3, 2))])  # shorter than min_tokens: not kept
     assert cache.stats["entries"] == 0
 
 

@@ -20,6 +20,11 @@ FAMILIES = {
     "blip": ("blip",),
     "minigpt4": ("minigpt4", "minigpt-4"),
     "qwen2_vl": ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"),  # the Qwen2-VL line: one folder, thin per-version parts
+    "internvl": ("internvl",),
+    "qwen_vl": ("qwen",),  # Qwen-VL (v1): our own implementation of the checkpoint's remote code
+    "internlm_xcomposer2": ("internlmxcomposer2", "internlm2"),  # "internlm2": its remote config class's own name
+    "paligemma": ("paligemma",),
+    "gemma3": ("gemma3",),
 }
 _ALIASES = {model_type: folder for folder, types in FAMILIES.items() for model_type in types}
 

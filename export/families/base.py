@@ -14,7 +14,7 @@ import numpy as np
 
 import torch
 
-from ...runtime.manifest import Capabilities, ImageSpec, LLMSpec
+from ...runtime.manifest import Capabilities, ImageSpec, LLMSpec, TokenizerSpec
 from ..onnx_export import GraphExport
 
 
@@ -39,5 +39,8 @@ class FamilyExport:
     extra_files: dict[str, str] = field(default_factory=dict)  # file name → text (tokenizers …)
     decoder_start_token_id: int | None = None  # encoder-decoder LMs: the decoder's first input
     tokenizer_overrides: dict = field(default_factory=dict)  # TokenizerSpec fields the family sets itself
+    # a family that converts its own tokenizer (Qwen-VL's tiktoken) writes it in extra_files and
+    # describes it here; None: transformers' AutoTokenizer of the folder (export/tokenizer.py)
+    tokenizer: TokenizerSpec | None = None
     stop_strings: list[str] = field(default_factory=list)  # the conversation format's turn separator
     prompt_suffix: str = ""  # appended to every prompt (Fuyu's beginning-of-answer token)

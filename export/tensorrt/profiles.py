@@ -55,8 +55,10 @@ def tiles_per_image(manifest: Manifest) -> int:
         return 1 + max((h // p.tile_size) * (w // p.tile_size) for h, w in p.grid_pinpoints)
     if p.scheme == "hd":
         return 1 + p.max_tiles  # global view + local tiles
+    if p.scheme == "dynamic":
+        return p.max_tiles + (p.max_tiles > 1)  # the grid + its thumbnail (none for a single tile)
     raise VlmforgeError(f"TensorRT profiles for preprocessing scheme {p.scheme!r} are not supported; "
-                        "supported: fixed, anyres, hd, native")
+                        "supported: fixed, anyres, hd, native, dynamic")
 
 
 def native_max_patches(p) -> int:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..anyres import anyres_output_shape, anyres_plan, anyres_tiles_layout
+from ..dynamic import dynamic_layout, dynamic_output_shape, dynamic_plan
 from ..fixed import fixed_output_shape, fixed_plan
 from ..hd import hd_layout, hd_output_shape, hd_plan
 from ..images import prepare_image
@@ -45,6 +46,8 @@ def _plans(hw, spec: PreprocessSpec):
         return [pl], fixed_output_shape(hw, spec), TileLayout(1, (t.h, t.w), spec.tokens_per_tile), None
     if spec.scheme == "anyres":
         return list(anyres_plan(hw, spec)), anyres_output_shape(hw, spec), anyres_tiles_layout(hw, spec), None
+    if spec.scheme == "dynamic":
+        return dynamic_plan(hw, spec), dynamic_output_shape(hw, spec), dynamic_layout(hw, spec), None
     if spec.scheme == "hd":
         pl, canvas = hd_plan(hw, spec)
         return [pl], hd_output_shape(hw, spec), hd_layout(canvas, spec), canvas

@@ -19,7 +19,7 @@ def plan_positions(spec: PositionSpec, seq_len: int, image_slots: list[tuple[int
     """``image_slots``: (first position, count) per image or video in prompt order; ``token_grids``:
     its (t, rows, cols) of LLM tokens; ``time_steps``: its temporal position step (1 for an image)."""
     steps = time_steps if time_steps is not None else [1.0] * len(token_grids)
-    return _SCHEMES[spec.scheme](seq_len, image_slots, token_grids, steps)
+    return _SCHEMES[spec.scheme](seq_len, image_slots, token_grids, steps, spec)
 
 
 __all__ = ["Positions", "plan_positions"]

@@ -15,7 +15,7 @@ from .base import Positions
 
 
 def plan(seq_len: int, image_slots: list[tuple[int, int]], token_grids: list[tuple[int, int, int]],
-         time_steps: list[float]) -> Positions:
+         time_steps: list[float], spec=None) -> Positions:
     ids = np.empty((3, seq_len), dtype=np.int64)
     cursor, pos = 0, 0  # next token index, next text position
     for (start, count), (t, rows, cols), step in zip(image_slots, token_grids, time_steps):

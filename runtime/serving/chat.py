@@ -10,7 +10,7 @@ the pipeline, which finds their embeddings in the vision cache.
 from __future__ import annotations
 
 from ..media import as_list
-from .prefix_cache import PrefixCache, prompt_slots
+from .prefix_cache import PrefixCache
 from .request import Request
 
 
@@ -51,7 +51,7 @@ class Chat:
         self.images += new
         if self.reuses and seq.final_cache is not None:
             self._kept = _own_cache()
-            self._kept.put(seq.seen[: seq.num_cached], prompt_slots(seq.prepared), seq.final_cache)
+            self._kept.put(seq.seen[: seq.num_cached], seq.prepared, seq.final_cache)
         return seq.result
 
     def reset(self) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import VlmforgeError
 from .batch_cache import as_array
-from .prefix_cache import PrefixCache, prompt_slots
+from .prefix_cache import PrefixCache
 from .runner import ModelRunner
 from .scheduler import Scheduler
 
@@ -122,7 +122,8 @@ class Engine:
 
     def _prefill_chunk(self, seq) -> None:
         p = seq.prepared
-        start, stop = seq.num_cached, min(p.num_tokens, seq.num_cached + self.prefill_chunk)
+        start = seq.num_cached  # this step ends where the next chunk starts, never inside an attention span
+        stop = next(end for end in p.feeds.chunk_bounds(p.num_tokens, self.prefill_chunk) if end > start)
         r = self.runner
         inputs = p.feeds.prefill_part(start, stop)
         inputs.update(p.memory or {})
@@ -196,7 +197,7 @@ class Engine:
         tail = seq.finish(self.bytes_per_token * seq.num_cached, reason)
         self._emit(seq, tail)
         if self.prefix_cache is not None and seq.final_cache is not None and reason != "cancelled":
-            self.prefix_cache.put(seq.seen[: seq.num_cached], prompt_slots(seq.prepared), seq.final_cache)
+            self.prefix_cache.put(seq.seen[: seq.num_cached], seq.prepared, seq.final_cache)
         self._close_stream(seq)
 
     def _fail(self, seq, error: BaseException) -> None:

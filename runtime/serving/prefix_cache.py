@@ -3,7 +3,8 @@ same way (a chat's next turn, a fixed system prompt) prefills only what is new.
 
 A prefix matches on token ids *and* on what each image slot holds (the media key: a hash of the
 pixels and settings), never on the placeholder ids alone — two prompts with different pictures
-have the same ids. At least one token is always left to prefill (its logits start decoding).
+have the same ids — and on the sequence's cache context (Qwen-VL's dynamic-NTK α, which the
+cached keys were rotated under). At least one token is always left to prefill (its logits start decoding).
 Entries are (ids, slots, cache) with the cache (1, kv_heads, tokens, head_dim) per past input,
 evicted least recently used under a byte budget.
 """
@@ -22,14 +23,17 @@ class Prefix:
     ids: np.ndarray  # (n,) the tokens the cache holds
     slots: list[tuple[int, int, str]]  # (first position, count, media key) of each image run among them
     cache: list[np.ndarray]
+    context: str = ""  # TokenFeeds.cache_context of the sequence that built it
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.cache)
 
 
-def shared_length(prefix: Prefix, ids: np.ndarray, slots: list[tuple[int, int, str]]) -> int:
+def shared_length(prefix: Prefix, ids: np.ndarray, slots: list[tuple[int, int, str]], context: str = "") -> int:
     """How many leading tokens of (ids, slots) the prefix's cache holds exactly."""
+    if prefix.context != context:
+        return 0
     n = min(len(prefix.ids), len(ids) - 1)  # leave one token to prefill
     differ = np.flatnonzero(prefix.ids[:n] != ids[:n])
     n = int(differ[0]) if len(differ) else n
@@ -38,6 +42,18 @@ def shared_length(prefix: Prefix, ids: np.ndarray, slots: list[tuple[int, int, s
         if start < n and (start, count, key) not in kept:
             n = start
     return max(n, 0)
+
+
+def span_start(spans: np.ndarray | None, n: int) -> int:
+    """``n`` moved back to the start of the attention span it would cut (runtime/attention.py): a
+    span's cached keys saw the whole span, so a prefix may end only between spans (PaliGemma's
+    prompt is one span: no reuse)."""
+    if spans is None:
+        return n
+    row = spans[0]
+    while 0 < n < len(row) and row[n] >= 0 and row[n] == row[n - 1]:
+        n -= 1
+    return n
 
 
 def prompt_slots(prepared) -> list[tuple[int, int, str]]:
@@ -56,11 +72,11 @@ class PrefixCache:
 
     def match(self, prepared) -> tuple[int, list[np.ndarray] | None]:
         """(tokens to skip, their cache (1, kv, n, hd) per past input) for the longest kept prefix."""
-        ids, slots = prepared.input_ids, prompt_slots(prepared)
+        ids, slots, context = prepared.input_ids, prompt_slots(prepared), prepared.feeds.cache_context
         with self._lock:
             best, best_key = 0, None
             for key, prefix in self._items.items():
-                n = shared_length(prefix, ids, slots)
+                n = span_start(prepared.feeds.spans, shared_length(prefix, ids, slots, context))
                 if n > best:
                     best, best_key = n, key
             if best < self.min_tokens:
@@ -70,8 +86,9 @@ class PrefixCache:
             self.reused_tokens += best
             return best, [a[:, :, :best] for a in self._items[best_key].cache]
 
-    def put(self, ids: np.ndarray, slots, cache: list[np.ndarray]) -> None:
-        prefix = Prefix(np.array(ids, dtype=np.int64), list(slots), cache)
+    def put(self, ids: np.ndarray, prepared, cache: list[np.ndarray]) -> None:
+        """Keep ``cache`` (of ``ids``: the prompt of ``prepared`` and what was generated after it)."""
+        prefix = Prefix(np.array(ids, dtype=np.int64), prompt_slots(prepared), cache, prepared.feeds.cache_context)
         if len(ids) < self.min_tokens or prefix.nbytes > self.budget:
             return
         with self._lock:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..positions import Positions
 from ..prompt import PreparedPrompt
+from ..manifest import GroundingSpec
 from ..token_inputs import TokenFeeds
 
 SAMPLING_FIELDS = ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
@@ -69,6 +70,8 @@ class Prepared:
     max_new_tokens: int  # the request's, cut to what the context leaves
     memory: dict | None = None  # cross-attention K/V and mask, (1, …) each: fixed for the whole generation
     media_keys: list[str] = field(default_factory=list)  # per image slot run: the hash of its pixels and settings
+    picture_sizes: list[tuple[int, int]] = field(default_factory=list)  # (h, w) of each image given, in order
+    grounding: GroundingSpec | None = None  # the manifest's: read boxes out of the answer
 
     @property
     def num_tokens(self) -> int:

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
+from ..grounding import Box, parse_boxes
 from ..sampling import Sampler
 from ..stats import GenerationStats, StageTimer
 from ..stream import TextAssembler
@@ -23,6 +24,8 @@ class GenerationResult:
     token_ids: list[int]  # generated ids, prompt excluded (EOS included when it ended the text)
     stats: GenerationStats
     finish_reason: str  # "eos", "stop" (a stop string), "length" or "cancelled"
+    # grounding models (manifest image.grounding): the answer's boxes in pixels of the picture
+    boxes: list[Box] = field(default_factory=list)
 
 
 class Sequence:
@@ -102,5 +105,7 @@ class Sequence:
             cached_prompt_tokens=self.prefix_tokens, vision_cache_hits=self.timer.counts["vision_cache_hit"],
             vision_cache_misses=self.timer.counts["vision_cache_miss"],
         )
-        self.result = GenerationResult(self.text.text, list(self.generated), stats, self.reason)
+        p = self.prepared
+        boxes = parse_boxes(self.text.text, p.grounding, p.picture_sizes) if p.grounding else []
+        self.result = GenerationResult(self.text.text, list(self.generated), stats, self.reason, boxes)
         return tail
