@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # torch is pinned: this wheel is CPU-only and available offline; an unpinned torch pulls GBs of CUDA.
 TORCH := torch==2.13.0
+# transformers is pinned for the tests and the demo: the parity tests and the oracles
+# (../shared/reference) are checked against this release
+TRANSFORMERS := transformers==5.24.0
 
 # A second environment with only the runtime (`pip install .`, as a Jetson image is built): the tests
 # run the runtime CLI in it against an export made by .venv, so a missing or extra dependency fails.
@@ -15,7 +18,7 @@ RUNTIME_VENV := .venv-runtime
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q "$(TORCH)" "$(TRANSFORMERS)"
 	$(PIP) install -q -e ".[export,dev]"
 	touch $@
 
@@ -44,9 +47,11 @@ browser:
 demo: install
 	$(VENV)/bin/vlmforge demo
 
-# two workers, each taking whole test files (so their module fixtures export once)
+# two workers, each taking whole test files (so their module fixtures export once). PYTHONSAFEPATH:
+# the repository root is not on sys.path, so its kernels/ folder never shadows the `kernels`
+# package transformers ≥ 5.25 imports
 test: install runtime-env browser
-	VLMFORGE_RUNTIME_VENV=$(RUNTIME_VENV) $(PY) -m pytest -q -n 2 --dist loadfile tests
+	PYTHONSAFEPATH=1 VLMFORGE_RUNTIME_VENV=$(RUNTIME_VENV) $(PY) -m pytest -q -n 2 --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) $(RUNTIME_VENV) .pytest_cache build

@@ -216,3 +216,18 @@ def _patch_json(path: Path, updates: dict) -> None:
     data = json.loads(path.read_text())
     data.update(updates)
     path.write_text(json.dumps(data, indent=2))
+
+
+def save_spread(model, tokenizer, out: Path) -> None:
+    """Save a random model whose matrices are redrawn ~ N(0, 1/fan_in) (transformers' init leaves
+    some SigLIP / Gemma weights so small that greedy tokens would never vary), with the
+    tokenizer's BOS / EOS / pad ids in its generation config."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0, p.shape[-1] ** -0.5)
+    for key in ("eos_token_id", "bos_token_id", "pad_token_id"):
+        setattr(model.generation_config, key, getattr(tokenizer, key))
+    model.save_pretrained(out)

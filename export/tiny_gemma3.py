@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .tiny import train_tokenizer
+from .tiny import save_spread, train_tokenizer
 
 BOI, EOI, SOFT = "<start_of_image>", "<end_of_image>", "<image_soft_token>"
 GEMMA3_CHAT_TEMPLATE = (
@@ -53,14 +53,7 @@ def make_tiny_gemma3(out_dir: str | Path, *, image_size: int = 56, patch_size: i
     config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=tokens_per_image,
                           boi_token_index=ids["boi"], eoi_token_index=ids["eoi"], image_token_index=ids["soft"])
     torch.manual_seed(seed)
-    model = Gemma3ForConditionalGeneration(config).eval()
-    with torch.no_grad():  # spread transformers' small init so greedy tokens vary
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, p.shape[-1] ** -0.5)
-    for key in ("eos_token_id", "bos_token_id", "pad_token_id"):
-        setattr(model.generation_config, key, getattr(tokenizer, key))
-    model.save_pretrained(out)
+    save_spread(Gemma3ForConditionalGeneration(config).eval(), tokenizer, out)
     image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
     Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=tokens_per_image,
                     chat_template=GEMMA3_CHAT_TEMPLATE).save_pretrained(out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .tiny import train_tokenizer
+from .tiny import save_spread, train_tokenizer
 
 
 def make_tiny_paligemma(out_dir: str | Path, *, version: int = 1, image_size: int = 56, patch_size: int = 14,
@@ -44,13 +44,6 @@ def make_tiny_paligemma(out_dir: str | Path, *, version: int = 1, image_size: in
                              image_token_index=tokenizer.convert_tokens_to_ids("<image>"), projection_dim=hidden)
     config.vision_config.projection_dim = hidden
     torch.manual_seed(seed)
-    model = PaliGemmaForConditionalGeneration(config).eval()
-    with torch.no_grad():  # transformers' init leaves some SigLIP weights tiny: spread them so tokens vary
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0, p.shape[-1] ** -0.5)
-    for key in ("eos_token_id", "bos_token_id", "pad_token_id"):
-        setattr(model.generation_config, key, getattr(tokenizer, key))
-    model.save_pretrained(out)
+    save_spread(PaliGemmaForConditionalGeneration(config).eval(), tokenizer, out)
     processor.save_pretrained(out)
     return out

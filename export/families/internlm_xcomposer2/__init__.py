@@ -34,7 +34,7 @@ from .decoder import LORA_RANK, XComposer2Decoder
 from .template import END, IMAGE_TOKEN, chat_template
 from .tokenizer import convert
 from .vision import Tower, build_projector, build_tower, separators
-from .weights import WeightsError, load_into, load_state_dict
+from ...original_weights import WeightsError, load_into, load_state_dict
 
 ARCHITECTURES = (ARCHITECTURE,)
 NEWLINE_FILE, SEPARATOR_FILE = "image_newline.npy", "view_separator.npy"

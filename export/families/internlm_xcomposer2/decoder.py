@@ -24,19 +24,10 @@ import torch
 from torch import nn
 
 from ...graphs import additive_causal_mask
+from ...original_weights import RMSNorm
 from .config import XComposer2Config
 
 LORA_RANK = 256  # the original builds every PLoRA with lora_r = lora_alpha = 256
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps))
 
 
 class PLoRA(nn.Module):

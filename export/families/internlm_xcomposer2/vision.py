@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from ...graphs import VisionFeatures
-from .weights import WeightsError, load_into, need, tower_state
+from ...original_weights import WeightsError, load_into, need
+from .weights import tower_state
 
 TILE = 560  # the IXC-2.5 lineage: 560-px tiles, 40×40 patches (the original asserts it)
 HEAD_DIM = 64  # CLIP ViT-L/14: 1024 wide, 16 heads

@@ -24,6 +24,7 @@ from ....kernels.spec import PreprocessSpec
 from ....runtime.manifest import Capabilities, GroundingSpec, ImageSpec, LLMSpec, TokenInput, TokenizerSpec
 from ...decoder import EXAMPLE_BATCH, EXAMPLE_PAST, EXAMPLE_SEQ, cache_names
 from ...onnx_export import GraphExport
+from ...original_weights import load_into, load_state_dict, need, under
 from ...preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..base import FamilyExport
 from .config import QwenVLConfig, VisualConfig, parse_config
@@ -31,7 +32,6 @@ from .decoder import QwenDecoder, QwenDecoderNTK
 from .template import chat_template
 from .tokenizer import read_ranks, special_ids, tokenizer_json
 from .vision import QwenVisual
-from .weights import load_state_dict
 
 ARCHITECTURES = ("QWenLMHeadModel",)
 SPAN = ["<img>", "</img>"]
@@ -68,30 +68,12 @@ def build(model_dir: Path, c: QwenVLConfig) -> tuple[QwenVisual, QwenDecoder, to
     visual = QwenVisual(c.visual)
     decoder = QwenDecoderNTK(c) if c.use_dynamic_ntk else QwenDecoder(c)
     state = load_state_dict(model_dir)
-    load_into(visual, state, "transformer.visual.")
+    load_into(visual, under(state, "transformer.visual."), "transformer.visual.")
     load_into(decoder, {k.replace("transformer.", "", 1): v for k, v in state.items()
-                        if k.startswith(("transformer.h.", "transformer.ln_f.", "lm_head."))}, "")
-    embed = state.get("transformer.wte.weight")
-    if embed is None or tuple(embed.shape) != (c.vocab_size, c.hidden_size):
-        got = None if embed is None else tuple(embed.shape)
-        raise ValueError(f"{model_dir}: transformer.wte.weight should be ({c.vocab_size}, {c.hidden_size}), got {got}")
+                        if k.startswith(("transformer.h.", "transformer.ln_f.", "lm_head."))})
+    embed = need(state, "transformer.wte.weight", (c.vocab_size, c.hidden_size))
     visual.finish_loading()
-    return visual.eval(), decoder.eval(), embed.float()
-
-
-def load_into(module: nn.Module, state: dict, prefix: str) -> None:
-    """Strict load under ``prefix`` with an error naming what is missing, surplus or misshapen."""
-    own = module.state_dict()
-    picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    missing = sorted(set(own) - set(picked))
-    unexpected = sorted(set(picked) - set(own))
-    wrong = [f"{k} {tuple(picked[k].shape)} ≠ {tuple(own[k].shape)}" for k in own if k in picked
-             and picked[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        raise ValueError(f"the checkpoint's {prefix or 'decoder '}weights do not fit its config.json: missing "
-                         f"{[prefix + k for k in missing[:4]]}, unexpected {[prefix + k for k in unexpected[:4]]}, "
-                         f"wrong shapes {wrong[:4]}")
-    module.load_state_dict({k: v.float() for k, v in picked.items()}, strict=True)
+    return visual.eval(), decoder.eval(), embed
 
 
 def vision_graphs(visual: QwenVisual, v: VisualConfig) -> list[GraphExport]:

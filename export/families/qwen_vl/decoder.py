@@ -20,17 +20,8 @@ import torch
 from torch import nn
 
 from ...graphs import additive_causal_mask
+from ...original_weights import RMSNorm
 from .config import QwenVLConfig
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
 def rotary(position_ids, ntk_alpha, c: QwenVLConfig):
