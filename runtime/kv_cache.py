@@ -65,6 +65,7 @@ class OrtDecoder:
         self._binding = make_binding(self.session, self.cache_device)
         inputs = {i.name for i in self.session.get_inputs()}
         self._takes_positions = "position_ids" in inputs  # T5-style decoders use relative bias instead
+        self._step_inputs = spec.step_inputs  # fed by name at every step (token inputs, attention spans)
         self.constants: dict = {}  # name → OrtValue bound at every step (cross-attention K/V, memory mask)
         self.engine_s: list[float] = []  # seconds inside ONNX Runtime per step: the rest is host overhead
 
@@ -105,7 +106,7 @@ class OrtDecoder:
         for name, value in self.constants.items():
             b.bind_value(name, value)
         extra = extra or {}
-        for name in self.spec.step_inputs:
+        for name in self._step_inputs:
             if name not in extra:
                 raise ValueError(f"the llm graph takes {name} at every step; pass it in extra= "
                                  "(runtime/token_inputs.plan_token_inputs builds it)")
