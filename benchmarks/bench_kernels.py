@@ -39,21 +39,32 @@ SIZES = [(336, 336), (672, 672), (1080, 1920), (1600, 3840)]
 SCHEME_SIZES = {"native": [(480, 640), (1080, 1920), (2160, 3840)]}  # Qwen2-VL line: what cameras send
 QWEN25_BUDGET = dict(min_pixels=3136, max_pixels=12845056)  # Qwen2.5-VL-3B-Instruct's processor
 PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+ONEVISION_PINPOINTS = [[384 * i, 384 * j] for i in range(1, 7) for j in range(1, 7)]  # llava-onevision-*-hf
 SPECS = {
     "fixed": PreprocessSpec(size=[336], crop=[336, 336], mean=CLIP_MEAN, std=CLIP_STD),
     "anyres": PreprocessSpec(scheme="anyres", grid_pinpoints=PINPOINTS, mean=CLIP_MEAN, std=CLIP_STD),
     "hd": PreprocessSpec(scheme="hd", merge_size=2, resample="bilinear", background=[255] * 3, mean=CLIP_MEAN, std=CLIP_STD),
     "patches": PreprocessSpec(scheme="patches", size=[1080, 1920], patch_size=30, resample="bilinear", background=[1] * 3, mean=[0.5] * 3, std=[0.5] * 3),
     "native": PreprocessSpec(scheme="native", resize="none", patch_size=14, merge_size=2, mean=CLIP_MEAN, std=CLIP_STD, **QWEN25_BUDGET),
+    "onevision": PreprocessSpec(scheme="anyres", tile_size=384, patch_size=14, grid_pinpoints=ONEVISION_PINPOINTS, anyres_max_tiles=9, mean=[0.5] * 3, std=[0.5] * 3),
+    "split": PreprocessSpec(scheme="split", resize="none", size=[1536], tile_size=384, resample="lanczos", mean=[0.5] * 3, std=[0.5] * 3),
+    "pan_and_scan": PreprocessSpec(scheme="pan_and_scan", resize="exact", size=[896, 896], resample="bilinear", mean=[0.5] * 3, std=[0.5] * 3),
+    "dual": PreprocessSpec(scheme="dual", size=[768], crop=[768, 768], tile_size=336, mean=CLIP_MEAN, std=CLIP_STD),  # MGM-7B
+    "canvas": PreprocessSpec(scheme="canvas", resize="none", size=[560], tile_size=560, max_tiles=4, resample="bilinear", mean=[0.5] * 3, std=[0.5] * 3),  # Llama-3.2-Vision
 }  # fmt: skip
+SPLIT_SIZES = {"size": {"longest_edge": 1536}, "max_image_size": {"longest_edge": 384}}  # SmolVLM2-2.2B's processor
 
 
 def baselines():
     """scheme → callable(image) running the transformers (or original) preprocessing."""
     from transformers.models.fuyu.image_processing_pil_fuyu import FuyuImageProcessorPil
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
     from transformers.models.llava.image_processing_pil_llava import LlavaImageProcessorPil
     from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import LlavaOnevisionImageProcessorPil
+    from transformers.models.mllama.image_processing_pil_mllama import MllamaImageProcessorPil
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
     from test_kernels_hd import original_hd
 
     crop = {"height": 336, "width": 336}
@@ -61,6 +72,10 @@ def baselines():
     nxt = LlavaNextImageProcessorPil(size={"shortest_edge": 336}, crop_size=crop, image_grid_pinpoints=PINPOINTS)
     fuyu = FuyuImageProcessorPil()
     qwen = Qwen2VLImageProcessorPil(**QWEN25_BUDGET)
+    onevision = LlavaOnevisionImageProcessorPil(image_mean=[0.5] * 3, image_std=[0.5] * 3)  # 384 px, the hub's pinpoints
+    smolvlm = SmolVLMImageProcessorPil(**SPLIT_SIZES)
+    gemma3 = Gemma3ImageProcessorPil(size={"height": 896, "width": 896})  # Gemma 3's processor, crops on
+    mllama = MllamaImageProcessorPil(size={"height": 560, "width": 560}, max_image_tiles=4)  # Llama-3.2-11B-Vision's
 
     def fuyu_run(img):
         out = fuyu(img, input_data_format="channels_last")
@@ -70,12 +85,26 @@ def baselines():
         return fuyu.patchify_image(im[..., :nh, :nw])
 
     kw = {"return_tensors": "np", "input_data_format": "channels_last"}
+    mgm_clip = LlavaImageProcessorPil(size={"shortest_edge": 768}, crop_size={"height": 768, "width": 768})
+
+    def mgm_run(img):  # MGM's mgm/serve/cli.py: CLIP's processor at image_size_aux, then bilinear to 336
+        import torch
+
+        aux = torch.as_tensor(mgm_clip(img, **kw)["pixel_values"])
+        return aux, torch.nn.functional.interpolate(aux, size=[336, 336], mode="bilinear", align_corners=False)
+
     return {
         "fixed": lambda img: llava(img, **kw),
         "anyres": lambda img: nxt(img, **kw),
         "hd": lambda img: original_hd(img, 25),
         "patches": fuyu_run,
         "native": lambda img: qwen(img, **kw),
+        "onevision": lambda img: onevision(img, **kw),
+        "split": lambda img: smolvlm(img, **kw),
+        "pan_and_scan": lambda img: gemma3(img, do_pan_and_scan=True, pan_and_scan_min_crop_size=256,
+                                           pan_and_scan_max_num_crops=4, pan_and_scan_min_ratio_to_activate=1.2, **kw),
+        "dual": lambda img: mgm_run(img),
+        "canvas": lambda img: mllama(img, **kw),
     }
 
 

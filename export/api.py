@@ -85,6 +85,7 @@ def _export_into(family, model_dir: Path, tmp: Path, check: bool, lm_head: str, 
         generation=_with_stops(_generation_defaults(model_dir, fam.decoder_start_token_id), fam.stop_strings),
         source_config=fam.source_config,
         vlmforge_version=__version__,
+        vision_towers=fam.vision_towers,
     )
     manifest.artifacts = hash_artifacts(tmp)
     (tmp / MANIFEST_NAME).write_text(manifest.to_json())

@@ -43,20 +43,36 @@ class SpanDecoderWithCache(DecoderWithCache):
     """``DecoderWithCache`` with ``token_spans`` (b, s) after position_ids; ``logit_softcap``: Gemma 2's
     cap·tanh(logits/cap) on the head's output (0: none); ``sliding_window``: the text model's layers
     of type "sliding_attention" get the span mask cut to the window (Gemma 3), passed as
-    transformers' per-layer-type mask mapping (0: one mask for every layer)."""
+    transformers' per-layer-type mask mapping (0: one mask for every layer).
 
-    cache_from_config = False  # every layer keeps all its keys: the masks hide what a window must not see
+    ``window_cache`` > 0: those layers' present.* keep only their last ``window_cache`` tokens
+    (at least window − 1: what the next step can see), so their past is that long at most, and their
+    mask is the last (past + s) columns of the full one — the window hides every older key anyway.
+    Otherwise every layer keeps all its keys and the mask alone hides what a window must not see."""
 
-    def __init__(self, language_model, lm_head, num_layers: int, logit_softcap: float = 0.0, sliding_window: int = 0):
+    cache_from_config = False  # the window is in the mask; the trim (if any) is ours, in forward
+
+    def __init__(self, language_model, lm_head, num_layers: int, logit_softcap: float = 0.0, sliding_window: int = 0,
+                 window_cache: int = 0):
         super().__init__(language_model, lm_head, num_layers)
         self.logit_softcap = float(logit_softcap or 0.0)
         self.sliding_window = int(sliding_window or 0)
+        types = getattr(language_model.config, "layer_types", None) or []
+        self.window_cache = int(window_cache)
+        self.bounded_layers = [i for i, t in enumerate(types) if t == "sliding_attention"] if window_cache else []
 
     def forward(self, inputs_embeds, attention_mask, position_ids, token_spans, *past):
         mask = additive_span_mask(attention_mask, token_spans, inputs_embeds.dtype)
         if self.sliding_window:
-            mask = {"full_attention": mask, "sliding_attention": windowed(mask, self.sliding_window)}
+            slide = windowed(mask, self.sliding_window)
+            if self.bounded_layers:  # (b, 1, s, kept + s): a bounded layer's keys are the last ones
+                keys = past[2 * self.bounded_layers[0]].shape[2] + inputs_embeds.shape[1]
+                slide = slide[..., slide.shape[-1] - keys:]
+            mask = {"full_attention": mask, "sliding_attention": slide}
         logits, *presents = self.step(inputs_embeds, attention_mask, position_ids, past, mask=mask)
+        for i in self.bounded_layers:  # (b, kv, min(past + s, window_cache), hd)
+            for j in (2 * i, 2 * i + 1):
+                presents[j] = presents[j][:, :, -self.window_cache:]
         if self.logit_softcap:
             logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
         return (logits, *presents)

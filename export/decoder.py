@@ -28,29 +28,38 @@ def cache_names(num_layers: int) -> tuple[list[str], list[str]]:
 EXAMPLE_BATCH, EXAMPLE_SEQ, EXAMPLE_PAST = 2, 3, 4
 
 
+# bounded sliding-window layers (export/attention.py): their past is its own dim, shorter than the
+# others' — examples 6 and 4, distinct from every other example size so torch.export keeps them apart
+EXAMPLE_FULL_PAST, EXAMPLE_WINDOW_PAST = 6, 4
+
+
 def decoder_graph(language_model: torch.nn.Module, lm_head: torch.nn.Module, text_config,
-                  position_rows: int = 1, extra_inputs=(), module=None) -> GraphExport:
+                  position_rows: int = 1, extra_inputs=(), module=None, window_layers=()) -> GraphExport:
     """``position_rows`` 3: M-RoPE's (temporal, height, width) position_ids (3, b, s) instead of (b, s).
 
     ``extra_inputs``: (name, example, {axis: dim name}) of per-token inputs after position_ids, built
     for EXAMPLE_BATCH × EXAMPLE_SEQ tokens, which ``module`` (a ``DecoderWithCache`` taking them
-    before the cache) reads."""
+    before the cache) reads. ``window_layers``: layers whose cache is bounded to a window — their
+    past axis is ``window_past_sequence`` (at most window − 1), the others' ``past_sequence``."""
     num_layers, kv_heads, head_dim = kv_layout(text_config)
     use_grouped_attention(language_model.config)  # no repeat_kv copy of the cache in the graph
-    batch, seq, past = EXAMPLE_BATCH, EXAMPLE_SEQ, EXAMPLE_PAST
+    batch, seq, past = EXAMPLE_BATCH, EXAMPLE_SEQ, EXAMPLE_FULL_PAST if window_layers else EXAMPLE_PAST
     embeds = torch.randn(batch, seq, text_config.hidden_size)
     mask = torch.ones(batch, past + seq, dtype=torch.int64)
     positions = torch.arange(past, past + seq, dtype=torch.int64).expand(batch, seq).contiguous()
     if position_rows > 1:
         positions = positions.expand(position_rows, batch, seq).contiguous()
-    cache = tuple(torch.randn(batch, kv_heads, past, head_dim) for _ in range(2 * num_layers))
+    windowed = set(window_layers)
+    layer_past = [EXAMPLE_WINDOW_PAST if i in windowed else past for i in range(num_layers)]
+    cache = tuple(torch.randn(batch, kv_heads, n, head_dim) for n in layer_past for _ in ("key", "value"))
     past_names, present_names = cache_names(num_layers)
     dims = {
         "inputs_embeds": {0: "batch", 1: "sequence"},
         "attention_mask": {0: "batch", 1: "total_sequence"},
         "position_ids": {0: "batch", 1: "sequence"} if position_rows == 1 else {1: "batch", 2: "sequence"},
         **{name: axes for name, _, axes in extra_inputs},
-        **{n: {0: "batch", 2: "past_sequence"} for n in past_names},
+        **{f"past_key_values.{i}.{kind}": {0: "batch", 2: "window_past_sequence" if i in windowed else "past_sequence"}
+           for i in range(num_layers) for kind in ("key", "value")},
     }
     module = module or DecoderWithCache(language_model, lm_head, num_layers)
     return GraphExport(

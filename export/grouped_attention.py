@@ -17,13 +17,19 @@ import torch
 NAME = "vlmforge_grouped"
 
 
-def grouped_attention_forward(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0, **kwargs):
-    """query (B, H, q, D), key / value (B, KV, S, D) → (B, q, H, D), weights (B, H, q, S) — eager's contract."""
+def grouped_attention_forward(module, query, key, value, attention_mask, scaling: float, dropout: float = 0.0,
+                              softcap: float | None = None, **kwargs):
+    """query (B, H, q, D), key / value (B, KV, S, D) → (B, q, H, D), weights (B, H, q, S) — eager's contract.
+    ``softcap``: Gemma 2's cap·tanh(scores/cap) before the mask, as its eager attention does."""
+    unknown = [k for k in ("position_bias", "sinks") if kwargs.get(k) is not None]
+    assert not unknown, f"grouped attention does not apply {unknown}: export this model with eager attention"
     b, h, q, d = query.shape
     kv, s = key.shape[1], key.shape[2]
     g = h // kv  # query head i reads KV head i // g, as repeat_kv lays them out
     scores = torch.matmul(query.reshape(b, kv, g * q, d), key.transpose(2, 3)) * scaling  # (B, KV, G·q, S)
     scores = scores.reshape(b, h, q, s)
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
         scores = scores + attention_mask
     weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)

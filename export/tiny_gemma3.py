@@ -27,8 +27,10 @@ GEMMA3_CHAT_TEMPLATE = (
 def make_tiny_gemma3(out_dir: str | Path, *, image_size: int = 56, patch_size: int = 14, tokens_per_image: int = 4,
                      vision_hidden: int = 32, vision_layers: int = 2, hidden: int = 64, layers: int = 4,
                      heads: int = 4, kv_heads: int = 2, head_dim: int = 16, sliding_window: int = 8,
-                     sliding_pattern: int = 2, max_positions: int = 512, seed: int = 0) -> Path:
-    """``sliding_pattern`` k: every k-th layer is global, the others slide over ``sliding_window`` tokens."""
+                     sliding_pattern: int = 2, max_positions: int = 512, pan_and_scan_min_crop: int = 0,
+                     seed: int = 0) -> Path:
+    """``sliding_pattern`` k: every k-th layer is global, the others slide over ``sliding_window`` tokens.
+    ``pan_and_scan_min_crop`` > 0: the processor config turns on pan-and-scan crops of that least size."""
     import torch
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor, Gemma3TextConfig, \
         SiglipVisionConfig
@@ -54,7 +56,8 @@ def make_tiny_gemma3(out_dir: str | Path, *, image_size: int = 56, patch_size: i
                           boi_token_index=ids["boi"], eoi_token_index=ids["eoi"], image_token_index=ids["soft"])
     torch.manual_seed(seed)
     save_spread(Gemma3ForConditionalGeneration(config).eval(), tokenizer, out)
-    image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size})
+    crops = {"do_pan_and_scan": True, "pan_and_scan_min_crop_size": pan_and_scan_min_crop} if pan_and_scan_min_crop else {}
+    image_processor = Gemma3ImageProcessorPil(size={"height": image_size, "width": image_size}, **crops)
     Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_length=tokens_per_image,
                     chat_template=GEMMA3_CHAT_TEMPLATE).save_pretrained(out)
     return out

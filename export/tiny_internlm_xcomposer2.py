@@ -48,16 +48,20 @@ def on_disk_names(state: dict) -> dict:
 
 
 def make_tiny_internlm_xcomposer2(out_dir: str | Path, state_dict: dict, tokenizer_model: str | Path, llm: dict,
-                                  clip: dict, hd_num: int | None = None) -> Path:
-    """Write a checkpoint folder. ``llm``: the LLM config's fields; ``clip``: the CLIP vision config's."""
+                                  clip: dict, hd_num: int | None = None, clip_folder: str | None = CLIP_FOLDER) -> Path:
+    """Write a checkpoint folder. ``llm``: the LLM config's fields; ``clip``: the CLIP vision config's,
+    written to ``clip_folder`` (None: no CLIP folder, as IXC2-4KHD ships — its tower config is the hub's
+    ``openai/clip-vit-large-patch14-336``, so the export reads it off the weights)."""
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    (out / CLIP_FOLDER).mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().clone() for k, v in on_disk_names(state_dict).items()}
     save_file(tensors, str(out / "model.safetensors"))
     (out / "config.json").write_text(json.dumps(tiny_config(llm, hd_num), indent=2))
-    (out / CLIP_FOLDER / "config.json").write_text(json.dumps({"model_type": "clip_vision_model", **clip}, indent=2))
+    if clip_folder is not None:
+        (out / clip_folder).mkdir(exist_ok=True)
+        (out / clip_folder / "config.json").write_text(json.dumps({"model_type": "clip_vision_model", **clip}, indent=2))
     shutil.copy(tokenizer_model, out / "tokenizer.model")
     (out / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "InternLM2Tokenizer", "auto_map": {"AutoTokenizer": ["tokenization_internlm2.InternLM2Tokenizer", None]},

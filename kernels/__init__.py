@@ -4,7 +4,7 @@ its resampling and normalisation in C (compiled at first use, byte-identical, th
 C compiler is present); ``kernels.cuda`` runs the same placements on a GPU.
 
 Schemes: ``fixed`` (CLIP / LLaVA-1.5), ``anyres`` (LLaVA-NeXT), ``hd`` (InternLM-XComposer2-4KHD),
-``patches`` (Fuyu), ``native`` (Qwen2-VL), ``dynamic`` (InternVL). Each is (output_shape_fn, kernel_fn); the kernel writes into a preallocated
+``patches`` (Fuyu), ``native`` (Qwen2-VL), ``dynamic`` (InternVL), ``split`` (Idefics3 / SmolVLM), ``pan_and_scan`` (Gemma 3). Each is (output_shape_fn, kernel_fn); the kernel writes into a preallocated
 output and returns the ``TileLayout`` the prompt builder needs.
 """
 
@@ -15,13 +15,17 @@ import os
 import numpy as np
 
 from .anyres import anyres_num_image_tokens, anyres_output_shape, anyres_tiles, pack_anyres_features
+from .dual import dual_output_shape, dual_tiles, dual_views
 from .dynamic import dynamic_output_shape, dynamic_tiles
 from .fixed import fixed_output_shape, fixed_tiles
 from .hd import hd_output_shape, hd_tiles
 from .images import check_image_size, prepare_image
 from .native import native_geometry, native_output_shape, native_tiles
+from .pan_and_scan import pan_and_scan_output_shape, pan_and_scan_tiles
 from .patches import patches_output_shape, patches_tiles
 from .spec import PreprocessSpec, TileLayout
+from .split import split_output_shape, split_tiles
+from .canvas import canvas_geometry, canvas_output_shape, canvas_tiles
 
 __all__ = [
     "PreprocessSpec",
@@ -37,6 +41,7 @@ __all__ = [
     "tile_and_patchify",
     "tile_output_shape",
     "vision_geometry",
+    "pixel_views",
 ]
 
 _SCHEMES = {
@@ -46,6 +51,10 @@ _SCHEMES = {
     "patches": (patches_output_shape, patches_tiles),
     "native": (native_output_shape, native_tiles),
     "dynamic": (dynamic_output_shape, dynamic_tiles),
+    "split": (split_output_shape, split_tiles),
+    "pan_and_scan": (pan_and_scan_output_shape, pan_and_scan_tiles),
+    "dual": (dual_output_shape, dual_tiles),
+    "canvas": (canvas_output_shape, canvas_tiles),  # Llama-3.2-Vision
 }
 _DTYPES = (np.float32, np.float16)
 BACKENDS = ("auto", "c", "numpy")
@@ -130,4 +139,12 @@ def tile_and_patchify(image: np.ndarray, spec: PreprocessSpec, dtype=np.float32,
 def vision_geometry(layout: TileLayout, spec: PreprocessSpec) -> dict[str, np.ndarray]:
     """Host-computed inputs the vision graph takes beside the pixels (rotary positions of a
     native-resolution grid …); empty for schemes whose graph needs none."""
+    if spec.scheme == "canvas":  # Llama-3.2-Vision: the aspect-ratio id and tile mask
+        return canvas_geometry(layout, spec)
     return native_geometry(layout, spec) if spec.scheme == "native" else {}
+
+
+def pixel_views(pixels: np.ndarray, spec: PreprocessSpec) -> dict[str, np.ndarray]:
+    """The kernel's output by the name each vision graph reads it under: ``pixel_values`` alone,
+    or (dual) the low-resolution views and ``pixel_values_aux``, views of one buffer."""
+    return dual_views(pixels, spec) if spec.scheme == "dual" else {"pixel_values": pixels}

@@ -35,6 +35,8 @@ class Placement:
 
     ``layout``: "chw" writes each tile as out[index] (3, h, w); "patches" writes the one tile as
     Fuyu's (num_patches, patch·patch·3) row-major vectors (``patch`` pixels a side).
+    (The CUDA kernel also takes "native": Qwen2-VL's merge-ordered (c, t, y, x) patch vectors,
+    which the CPU path lays out from a "chw" canvas in kernels/native.py.)
     """
 
     resized_hw: tuple[int, int]
@@ -45,6 +47,8 @@ class Placement:
     layout: str = "chw"
     patch: int = 0
     fill: tuple[int, int, int] | None = None  # canvas colour when it differs from spec.background
+    # (y0, x0, h, w): resize only this window of the source (Gemma 3's pan-and-scan crops); None: all of it
+    source_window: tuple[int, int, int, int] | None = None
 
     def canvas_fill(self, spec: PreprocessSpec) -> list[int]:
         return [int(b) for b in (self.fill if self.fill is not None else spec.background)]
@@ -85,6 +89,9 @@ def resized_window(image, pl: Placement, resample: str, background, budget=None,
     x1 = min(max(t.x0 + t.w for t in pl.tiles) - left, rw)
     if y1 <= y0 or x1 <= x0:
         return np.empty((0, 3, 0), dtype=np.uint8), top, left
+    if pl.source_window:
+        sy, sx, sh, sw = pl.source_window
+        image = image[sy : sy + sh, sx : sx + sw]  # a view: rows keep the source's stride
     src = pad_source(image, pl.source_canvas, background) if pl.source_canvas else image
     if src.shape[:2] == (rh, rw):
         vals = src[y0:y1, x0:x1].transpose(0, 2, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
-SCHEMES = ("fixed", "anyres", "hd", "patches", "native", "dynamic")
+SCHEMES = ("fixed", "anyres", "hd", "patches", "native", "dynamic", "split", "pan_and_scan", "dual", "canvas")
 RESIZE_MODES = ("shortest_edge", "exact", "none")
 
 
@@ -81,6 +81,27 @@ class PreprocessSpec:
     # native: how frames are sampled at a frame rate — "qwen2" (a multiple of the temporal patch,
     # evenly stepped) or "linspace" (rounded linspace over the video, Qwen3-VL)
     frame_sampling: str = "qwen2"
+    # anyres (LLaVA-OneVision's "anyres_max_N"): N, the tiles' worth of patches the unpadded grid may
+    # hold before its features are bilinearly downsampled (kernels/anyres_max.py); 0: no budget
+    anyres_max_tiles: int = 0
+    # anyres (OneVision): in a prompt with several pictures each is only its base view, padded to a
+    # square with ``background`` first, and one newline follows it (``for_images`` sets base_only)
+    multi_image_base_only: bool = False
+    base_only: bool = False
+    # fixed (OneVision video frames): each frame's P×P features bilinearly pooled to ceil(P / n)² (0: none)
+    feature_pooling: int = 0
+    # split (Idefics3 / SmolVLM): cut the picture, resized to the longest edge ``size[0]`` and then to
+    # multiples of ``tile_size``, into tiles plus a global view; False: one tile_size² view only
+    split_image: bool = True
+    # pan_and_scan (Gemma 3): crops of a picture whose aspect ratio is at least pan_min_ratio, each
+    # side at least pan_min_crop pixels, at most pan_max_crops of them (kernels/pan_and_scan.py)
+    pan_min_crop: int = 256
+    pan_max_crops: int = 4
+    pan_min_ratio: float = 1.2
+    # dual (Mini-Gemini): the resize / crop / pad fields give the high-resolution view; tile_size the
+    # low-resolution one, interpolated from it, cut into image_grid² crops (+ a global view) (kernels/dual.py)
+    image_grid: int = 1
+    image_global: bool = False
 
     def __post_init__(self):
         from .resample import filter_name
@@ -100,7 +121,9 @@ class PreprocessSpec:
 
     def _check_scheme(self) -> None:
         t, p = self.tile_size, self.patch_size
-        if self.scheme in ("anyres", "hd") and (t <= 0 or p <= 0 or t % (p * self.merge_size)):
+        # OneVision (anyres_max_tiles) tiles need not divide: SigLIP-so400m's 384 px conv keeps 27 patches of 14
+        whole = p > 0 and self.merge_size > 0 and (t % (p * self.merge_size) == 0 or (self.anyres_max_tiles > 0 and t >= p))
+        if self.scheme in ("anyres", "hd") and (t <= 0 or p <= 0 or not whole):
             raise ValueError(f"tile_size {t} must be a positive multiple of patch_size × merge_size ({p}×{self.merge_size})")
         if self.scheme == "anyres":
             pins = self.grid_pinpoints or []
@@ -121,8 +144,22 @@ class PreprocessSpec:
         if self.scheme == "hd" and (self.max_tiles < 1 or self.multi_image_max_tiles < 0):
             raise ValueError(f"hd needs max_tiles >= 1 and multi_image_max_tiles >= 0, got {self.max_tiles}, "
                              f"{self.multi_image_max_tiles}")
+        if self.scheme == "canvas" and (t <= 0 or self.max_tiles < 1):
+            raise ValueError(f"canvas needs tile_size > 0 and max_tiles >= 1 (max_image_tiles); got {t}, {self.max_tiles}")
         if self.hd_padding not in ("center", "end"):
             raise ValueError(f"hd_padding is 'center' or 'end', got {self.hd_padding!r}")
+        if self.scheme == "split" and (t <= 0 or len(self.size) != 1 or self.size[0] <= 0):
+            raise ValueError(f"split needs tile_size > 0 and size=[longest edge] > 0; got {t}, {self.size}")
+        if self.scheme == "pan_and_scan" and (len(self.size) != 2 or min(self.size) <= 0 or self.pan_min_crop <= 0
+                                              or self.pan_max_crops < 2 or self.pan_min_ratio < 1):
+            raise ValueError(f"pan_and_scan needs size=[h, w], pan_min_crop > 0, pan_max_crops >= 2 and "
+                             f"pan_min_ratio >= 1; got {self.size}, {self.pan_min_crop}, {self.pan_max_crops}, "
+                             f"{self.pan_min_ratio}")
+        if self.scheme == "dual" and (t <= 0 or self.image_grid < 1 or (self.image_global and self.image_grid < 2)
+                                      or self.resize != "shortest_edge" or not self.crop):
+            raise ValueError(f"dual needs tile_size > 0, image_grid >= 1 (image_global only with image_grid >= 2) and "
+                             f"a shortest_edge resize with a crop; got {t}, {self.image_grid}, {self.image_global}, "
+                             f"{self.resize}, {self.crop}")
         if self.scheme == "patches":
             if len(self.size) != 2 or p <= 0 or self.size[0] % p or self.size[1] % p:
                 raise ValueError(f"patches needs size=[h, w] in multiples of patch_size {p}; got size={self.size}")
@@ -132,6 +169,8 @@ class PreprocessSpec:
         budget several pictures get)."""
         if num_images > 1 and self.multi_image_max_tiles:
             return replace(self, max_tiles=self.multi_image_max_tiles)
+        if num_images > 1 and self.multi_image_base_only:
+            return replace(self, base_only=True)
         return self
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.anyres import pack_anyres_features
+from ..kernels.anyres_max import pool_frames
 from ..kernels.hd import hd_grid, pack_hd_features
 from ..kernels.patches import patches_layout
 from ..kernels.spec import PreprocessSpec
@@ -38,3 +39,17 @@ def append_row_newlines(embeds: np.ndarray, grid: tuple[int, int], newline: np.n
     out[:, :cols] = embeds.reshape(rows, cols, d)
     out[:, cols] = newline
     return out.reshape(-1, d)
+
+
+def pack_video_features(embeds: np.ndarray, spec: PreprocessSpec, newline: np.ndarray | None) -> np.ndarray:
+    """Per-frame embeds (frames, P·P, d) → (tokens, d): each frame pooled (``feature_pooling``), the
+    frames in order, then one ``newline`` after the video when the spec has ``image_newline``."""
+    if spec.feature_pooling > 1:
+        embeds = pool_frames(embeds, spec.tile_size // spec.patch_size, spec.feature_pooling)
+    flat = embeds.reshape(-1, embeds.shape[-1])
+    if not spec.image_newline:
+        return flat
+    if newline is None:
+        raise ValueError("this video layout ends with a newline embedding; the manifest's image section must name "
+                         "it (newline_path)")
+    return np.concatenate([flat, np.asarray(newline, dtype=flat.dtype)[None]], axis=0)

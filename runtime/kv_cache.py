@@ -23,7 +23,8 @@ def cache_names(num_layers: int) -> tuple[list[str], list[str]]:
 
 
 class OrtKVCache:
-    """Per-layer key/value OrtValues of shape (1, kv_heads, num_tokens, head_dim)."""
+    """Per-layer key/value OrtValues of shape (1, kv_heads, num_tokens, head_dim) — a bounded
+    sliding-window layer's (1, kv_heads, min(num_tokens, window − 1), head_dim): the graph trims it."""
 
     def __init__(self, spec: LLMSpec):
         self.spec = spec
@@ -39,7 +40,7 @@ class OrtKVCache:
 
     @property
     def nbytes(self) -> int:
-        return self.spec.kv_bytes_per_token * self.num_tokens
+        return self.spec.cache_bytes(self.num_tokens)
 
 
 class OrtDecoder:

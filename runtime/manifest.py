@@ -25,7 +25,7 @@ MANIFEST_NAME = "manifest.json"
 PLACEMENTS = ("inline", "prefix", "memory")
 POSITION_SCHEMES = ("consecutive", "mrope")  # runtime/positions/
 ATTENTION_PATTERNS = ("causal", "prefix", "image")  # runtime/attention.py
-TOKEN_INPUT_KINDS = ("deepstack", "ntk_alpha", "image_mask")  # runtime/token_inputs.py
+TOKEN_INPUT_KINDS = ("deepstack", "ntk_alpha", "image_mask", "cross_mask")  # runtime/token_inputs.py
 
 
 @dataclass
@@ -70,6 +70,9 @@ class Capabilities:
     token_type_experts: bool = False
     encoder_decoder: bool = False  # an "encoder" graph reads the prompt; the decoder starts from decoder_start_token_id
     connector_text_inputs: bool = False  # the connector also reads the prompt (InstructBLIP's Q-Former)
+    # cross-attention decoders that also answer text alone (Mllama): a prompt without pictures gets one
+    # zero memory row, whose zero values make every cross layer add nothing
+    cross_attention_optional: bool = False
 
 
 @dataclass
@@ -103,10 +106,25 @@ class AttentionSpec:
 
     pattern: str = "causal"
     input: str = "token_spans"
+    # sliding-window layers whose cache is bounded (Gemma 3): layer i in ``window_layers`` sees the
+    # last ``window`` positions only, and its present.* keeps only the last ``window_cache`` tokens
+    # (the graph drops the rest): window − 1 that the next step needs, plus a slack that lets a
+    # chat's next turn reuse a prefix a few tokens shorter than the cache (runtime/serving/prefix_cache.py)
+    window: int = 0
+    window_layers: list[int] = field(default_factory=list)
+    window_cache: int = 0
 
     def __post_init__(self):
         if self.pattern not in ATTENTION_PATTERNS:
             raise ManifestError(f"unknown attention pattern {self.pattern!r}; this runtime knows {ATTENTION_PATTERNS}")
+        if self.window_layers and not (self.window >= 2 and self.window_cache >= self.window - 1):
+            raise ManifestError(f"manifest.llm.attention.window_layers needs a window >= 2 and window_cache >= "
+                                f"window - 1; got window {self.window}, window_cache {self.window_cache}")
+
+    @property
+    def bounded_window(self) -> int:
+        """The window of the bounded layers (0: every layer keeps all its tokens)."""
+        return self.window if self.window_layers else 0
 
 
 @dataclass
@@ -122,12 +140,19 @@ class TokenInput:
     its rotary base by α^(d/(d-2)). A cache built under one α is reused only under the same α.
 
     image_mask (InternLM-XComposer2's Partial LoRA): ``name`` (batch, seq) float — 1 at image slots,
-    0 at text tokens and at every decode step; the graph adds its LoRA branches only where it is 1."""
+    0 at text tokens and at every decode step; the graph adds its LoRA branches only where it is 1.
+
+    cross_mask (Mllama, runtime/cross_mask.py): ``name`` (batch, seq, memory) float — 1 where a token
+    sees a memory row: each picture's ``tokens_per_tile`` rows per real tile, seen from its
+    ``token_id`` token until the next one that does not directly follow it (transformers'
+    ``get_cross_attention_token_mask``); decode steps repeat the prompt's last row."""
 
     name: str
     kind: str
     layers: int = 0
     seq_length: int = 0  # ntk_alpha: the trained context length the prompt is measured against
+    token_id: int = -1  # cross_mask: the token that stands for each picture in the prompt
+    tokens_per_tile: int = 0  # cross_mask: memory rows per tile
 
     def __post_init__(self):
         if self.kind not in TOKEN_INPUT_KINDS:
@@ -166,10 +191,21 @@ class LLMSpec:
 
     @property
     def kv_bytes_per_token(self) -> int:
-        """Bytes one token adds to the KV cache: a key and a value per layer."""
+        """Bytes one token adds to the KV cache: a key and a value per layer (while no window is full)."""
         import numpy as np
 
         return 2 * self.num_layers * self.num_kv_heads * self.head_dim * np.dtype(self.kv_dtype).itemsize
+
+    @property
+    def cache_caps(self) -> list[int | None]:
+        """Per past input (layer i's key, value, …): the most tokens it keeps, None for all of them."""
+        bounded, cap = set(self.attention.window_layers), self.attention.window_cache
+        return [cap if i in bounded else None for i in range(self.num_layers) for _ in ("key", "value")]
+
+    def cache_bytes(self, num_tokens: int) -> int:
+        """Exact KV cache bytes after ``num_tokens`` tokens (bounded layers stop growing at their cap)."""
+        per_input = self.kv_bytes_per_token // (2 * self.num_layers)
+        return per_input * sum(num_tokens if c is None else min(num_tokens, c) for c in self.cache_caps)
 
 
 @dataclass
@@ -196,6 +232,33 @@ class GroundingSpec:
     def __post_init__(self):
         if len(self.ref) != 2 or len(self.box) != 2 or self.scale <= 0:
             raise ManifestError(f"grounding needs ref and box as [open, close] marks and a positive scale; got {self}")
+
+
+@dataclass
+class TilePromptSpec:
+    """What a tiled picture becomes in the prompt text, built from its tile grid by
+    runtime/tile_prompt.py (Idefics3 / SmolVLM: ``<fake_token_around_image><row_1_col_1><image>…``).
+
+    Each piece holds ``{image}`` once: one run of the tile's slots (``tokens_per_tile`` image
+    tokens). ``tile`` is written for every local tile, row-major, with ``{row}`` / ``{col}`` counted
+    from 1, ``row_end`` after each row of them, then ``global_view``; a picture with no local tiles
+    (grid (0, 0)) is ``single`` alone. ``global_first``: the global view, then the tiles (Gemma 3's
+    pan-and-scan: "Here is the original image {image} and here are some crops …" then the crops)."""
+
+    tile: str
+    row_end: str
+    global_view: str
+    single: str
+    separator: str = ""  # between consecutive local tiles, across rows (Gemma 3's pan-and-scan crops: " ")
+    global_first: bool = False  # the global view's run (tile 0 of the pixels) before the local tiles
+
+    def __post_init__(self):
+        for name in ("tile", "global_view", "single"):
+            if getattr(self, name).count("{image}") != 1:
+                raise ManifestError(f"image.tile_prompt.{name} must hold {{image}} exactly once, got "
+                                    f"{getattr(self, name)!r}")
+        if "{image}" in self.row_end:
+            raise ManifestError(f"image.tile_prompt.row_end may not hold {{image}}, got {self.row_end!r}")
 
 
 @dataclass
@@ -228,16 +291,38 @@ class ImageSpec:
     # (Qwen-VL's file path or URL) is dropped unread — "<img>photo.jpg</img>" is the next image given
     span: list[str] | None = None
     grounding: GroundingSpec | None = None  # boxes in the answer (result.boxes)
+    # models whose tower sees each video frame as one tile (LLaVA-OneVision): the per-frame
+    # preprocessing (kernels/frames.py), its feature pooling and the newline after the video; None:
+    # videos are native-resolution clips (the image spec's "native" scheme) or not taken
+    video_preprocess: PreprocessSpec | None = None
+    # pictures cut into tiles whose slot runs the prompt separates with text (row marks, a global
+    # view tag): the text around each tile's run, from the tile grid; None: one run per picture
+    tile_prompt: TilePromptSpec | None = None
 
     def __post_init__(self):
         if self.span is not None and (len(self.span) != 2 or not all(self.span)):
             raise ManifestError(f"manifest.image.span must be [open mark, close mark], got {self.span}")
         if isinstance(self.preprocess, dict):
             self.preprocess = from_dict(PreprocessSpec, self.preprocess)
+        if isinstance(self.video_preprocess, dict):
+            self.video_preprocess = from_dict(PreprocessSpec, self.video_preprocess)
         if isinstance(self.connector_tokenizer, dict):
             self.connector_tokenizer = from_dict(TokenizerSpec, self.connector_tokenizer)
+        if isinstance(self.tile_prompt, dict):
+            self.tile_prompt = from_dict(TilePromptSpec, self.tile_prompt)
         if self.placement not in PLACEMENTS:
             raise ManifestError(f"unknown image placement {self.placement!r}; expected one of {PLACEMENTS}")
+
+
+@dataclass
+class VisionTowerSpec:
+    """One of several vision graphs that feed one connector (runtime/towers.py; Mini-Gemini: a
+    low-resolution ViT and a high-resolution ConvNeXt): ``graph`` reads the kernel's pixel view
+    named ``pixels`` (kernels.pixel_views) and its output ``output`` is the connector input of that name."""
+
+    graph: str
+    pixels: str
+    output: str
 
 
 @dataclass
@@ -276,6 +361,9 @@ class Manifest:
     version: int = VERSION
     vlmforge_version: str = ""
     engines: EnginesSpec | None = None  # TensorRT plans, written by `vlmforge build`
+    # several vision graphs feeding one connector, each on its own pixels (runtime/towers.py); empty:
+    # the one "vision" graph reads pixel_values
+    vision_towers: list[VisionTowerSpec] = field(default_factory=list)
 
     def __post_init__(self):
         if self.format != FORMAT:
@@ -302,6 +390,11 @@ class Manifest:
         self.artifacts = {k: _as(Artifact, v) for k, v in self.artifacts.items()}
         if self.engines is not None:
             self.engines = _as(EnginesSpec, self.engines)
+        self.vision_towers = [_as(VisionTowerSpec, t) for t in self.vision_towers]
+        for tower in self.vision_towers:
+            if tower.graph not in self.graphs or "connector" not in self.graphs:
+                raise ManifestError(f"manifest.vision_towers names graph {tower.graph!r}, but the graphs are "
+                                    f"{sorted(self.graphs)} (a connector among them needed); re-export the model")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False)

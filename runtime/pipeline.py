@@ -14,10 +14,11 @@ import numpy as np
 from .backends import open_backend, open_graph
 from .decode import PREFILL_CHUNK, decode_one_token, prefill
 from .errors import PromptError, VlmforgeError
-from .features import pack_image_features
+from .features import pack_image_features, pack_video_features
 from .images import load_image
 from .kv_cache import OrtDecoder
 from ..kernels import PreprocessSpec, TileLayout, vision_geometry
+from ..kernels.frames import frame_batch
 from ..kernels.native import native_video
 from .budget import call_spec
 from .manifest import Manifest, load_manifest
@@ -37,7 +38,9 @@ from .vision_cache import DEFAULT_BUDGET_BYTES, VisionCache, media_key
 from .stats import StageTimer
 from .stream import TextStream, stop_list
 from .token_inputs import plan_token_inputs
+from .tile_prompt import expand_tiled_images, tile_runs
 from .tokenizer import TextTokenizer
+from .towers import open_towers
 from .turns import DecoderTurns
 
 
@@ -55,6 +58,8 @@ class Pipeline:
         self.prompter = Prompter(manifest, self.tokenizer)  # text + placeholders → token ids with slots
         # backend "auto": TensorRT when the folder has engines and this machine can run them
         self.backend, self.vision, self.connector, self.decoder = open_backend(root, manifest, backend, threads, verify)
+        # several vision graphs feeding the connector (manifest.vision_towers), or None
+        self.towers = open_towers(root, manifest, self.backend, threads, self.vision)
         # (vocab, hidden), memory-mapped: rows are read on demand, never loaded twice
         self.embed_table = np.load(root / manifest.embeddings.name, mmap_mode="r")
         # encoder-decoder LMs: the prompt encoder and the memory's cross-attention K/V
@@ -143,8 +148,10 @@ class Pipeline:
         """A video (frames array, list of pictures, folder, file) taken at ``fps`` → its embeddings and
         token layout; with ``sample_fps`` its frames are first sampled down to that rate."""
         image = self.manifest.image
-        if image.video_token_id is None or spec.scheme != "native":
+        frame_spec = image.video_preprocess  # each frame one tile (OneVision); None: native-resolution clips
+        if image.video_token_id is None or (spec.scheme != "native" and frame_spec is None):
             raise PromptError(f"{self.manifest.family} takes no videos; pass pictures in images=[...]")
+        clip_spec = frame_spec or spec  # how the frames are sampled and tiled
         if self.preprocess.device != "cpu":
             raise VlmforgeError("videos are preprocessed by the CPU kernel only for now; load with preprocess='cpu'")
         step = video_time_step(spec, self.manifest.llm.positions.tokens_per_second, sample_fps or fps)
@@ -152,23 +159,29 @@ class Pipeline:
             frames = load_video(video, spec.max_input_pixels)
             kept = np.arange(len(frames))
             if sample_fps is not None:
-                kept = sample_frames(len(frames), fps, sample_fps, spec.temporal_patch_size, rule=spec.frame_sampling)
+                kept = sample_frames(len(frames), fps, sample_fps, clip_spec.temporal_patch_size,
+                                     rule=clip_spec.frame_sampling)
                 frames = frames[kept]
         # the kept frames' indices too: they set the timestamps (Qwen3-VL) of frames with equal pixels
-        key, hit = self._cached(frames, (spec, "video", fps, sample_fps, [int(i) for i in kept]), timer, True)
+        key, hit = self._cached(frames, (clip_spec, "video", fps, sample_fps, [int(i) for i in kept]), timer, True)
         if hit is not None:
             return hit
         with timer("preprocess", self.preprocess):
-            pixels, layout = native_video(frames, spec, self.preprocess.kernel)
-        embeds, extras = self._embed_pixels(pixels, layout, spec, timer, "")
+            tiler = native_video if frame_spec is None else frame_batch
+            pixels, layout = tiler(frames, clip_spec, self.preprocess.kernel)
+        embeds, extras = self._embed_pixels(pixels, layout, clip_spec, timer, "")
+        if frame_spec is not None:
+            embeds = pack_video_features(embeds, frame_spec, self.image_newline)
         return self._keep(Media(embeds.reshape(-1, embeds.shape[-1]), layout, step, extras,
-                                frame_timestamps(kept, fps, spec.temporal_patch_size), key), True)
+                                frame_timestamps(kept, fps, clip_spec.temporal_patch_size), key), True)
 
     def _embed_pixels(self, pixels, layout: TileLayout, spec: PreprocessSpec, timer: StageTimer, prompt_text: str):
         """Pixels → vision → connector: (image_embeds before any per-scheme packing, the connector's
         other outputs by name — Qwen3-VL's deepstack_embeds)."""
         outputs = {"image_features": pixels}  # no vision graph: the patches are the features (Fuyu)
-        if self.vision is not None:
+        if self.towers is not None:  # each tower on its own view of the pixels (runtime/towers.py)
+            outputs = self.towers.run(pixels, spec, timer)
+        elif self.vision is not None:
             # the geometry a native-resolution tower needs (rotary positions …) comes from the grid, on the host
             feeds = {"pixel_values": pixels, **vision_geometry(layout, spec)}
             with timer("vision", self.vision):
@@ -248,7 +261,8 @@ class Pipeline:
         if not isinstance(self.decoder, OrtDecoder):
             raise VlmforgeError(f"batched decoding runs on the onnxruntime backend; this pipeline's {self.backend} "
                                 "decoder serves one request at a time (generate_batch runs them in turn)")
-        cache = PrefixCache(prefix_cache_bytes) if prefix_cache_bytes else None
+        window = self.manifest.llm.attention.bounded_window
+        cache = PrefixCache(prefix_cache_bytes, window=window) if prefix_cache_bytes else None
         engine = Engine(self.decoder, self.embed_table, self.manifest, max_batch, prefill_chunk, max_waiting, cache)
         if self._engine is not None:  # requests still on the old one end with a clear error
             self._engine.close()
@@ -329,6 +343,12 @@ class Pipeline:
         if self.manifest.image.video_frame_template:  # every temporal patch its own run of slots (Qwen3-VL)
             text = self.prompter.expand_video_frames(text, [c.timestamps for c in clips])
             clips = [patch for c in clips for patch in c.temporal_patches()]
+        sizes = [m.size for m in pictures]
+        if self.manifest.image.tile_prompt:  # every tile its own run of slots amid its grid's text (Idefics3)
+            image = self.manifest.image  # spans closed first: each is one placeholder (Gemma 3's boi)
+            text = expand_tiled_images(self.prompter.close_spans(text), image.tile_prompt,
+                                       image.placeholder or image.image_token, [m.layout.grid for m in pictures])
+            pictures = [run for m in pictures for run in tile_runs(m)]
         prepared = self.prepare_prompt(text, None, len(images), [m.embeds.shape[0] for m in pictures],
                                        [m.embeds.shape[0] for m in clips])
         media = in_prompt_order(prepared, pictures, clips, self.manifest.image.image_token_id)
@@ -338,9 +358,9 @@ class Pipeline:
             inputs_embeds = self.merge(prepared, embeds)
         inputs_embeds, decoder_ids, memory = self.attach_memory(inputs_embeds, prepared, embeds, timer)
         positions = self.positions(len(decoder_ids), prepared, media)
-        feeds = plan_token_inputs(self.manifest.llm, len(decoder_ids), prepared.image_slots, media)
+        feeds = plan_token_inputs(self.manifest.llm, len(decoder_ids), prepared.image_slots, media, decoder_ids)
         return Prepared(prepared, decoder_ids, inputs_embeds, positions, feeds, max_new, memory,
-                        [m.key for m in media], [m.size for m in pictures], self.manifest.image.grounding)
+                        [m.key for m in media], sizes, self.manifest.image.grounding)
 
     def positions(self, seq_len: int, prepared: PreparedPrompt, media: list[Media]) -> Positions:
         """The prefill's position_ids and where decoding continues, by the manifest's scheme."""
@@ -365,6 +385,8 @@ class Pipeline:
             start_embeds = np.asarray(self.embed_table[start], dtype=np.float32)[None]
             return start_embeds, start, self.cross_memory(memory, timer)
         if caps.cross_attention:  # the image embeddings themselves are the memory (BLIP)
+            if not image_embeds and caps.cross_attention_optional:  # text alone: one zero row (see Capabilities)
+                image_embeds = [np.zeros((1, self.manifest.llm.hidden_size), dtype=np.float32)]
             if not image_embeds:
                 raise PromptError(f"{self.manifest.family} captions an image: pass one in images=[...]")
             return inputs_embeds, prepared.input_ids, self.cross_memory(np.concatenate(image_embeds)[None], timer)

@@ -92,7 +92,8 @@ class GpuPreprocess:
         from .cuda import DeviceArray
 
         if spec is not None and spec != self.tiler.spec:
-            raise VlmforgeError("a per-call image budget (max_pixels=) runs on the CPU kernel only for now; "
-                                "load with preprocess='cpu'")
+            raise VlmforgeError("a per-call preprocessing variant (a max_pixels= budget, or the base-only views "
+                                "some models give the pictures of a multi-image prompt) runs on the CPU kernel "
+                                "only for now; load with preprocess='cpu'")
         ptr, shape, layout = self.tiler.on_device(rgb)  # synchronised: ready for any stream
         return DeviceArray(ptr, shape, self.dtype), layout

@@ -13,6 +13,9 @@ step): the original picks its dynamic-NTK α from the prompt's length at the pre
 
 image_mask (InternLM-XComposer2): (1, seq) float32, 1 at every image and video slot, 0 at text
 tokens; a decode step (a generated text token) feeds (1, 1) zeros.
+
+cross_mask (Mllama): (1, seq, memory) float32, the memory rows each token sees (runtime/cross_mask.py);
+a decode step feeds the prompt's last row (1, 1, memory).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .attention import chunk_bounds, decode_spans, plan_spans
+from .cross_mask import cross_mask
 from .manifest import LLMSpec
 
 
@@ -69,9 +73,10 @@ def image_mask(seq_len: int, slots: list[tuple[int, int]]) -> np.ndarray:
     return mask
 
 
-def plan_token_inputs(spec: LLMSpec, seq_len: int, slots: list[tuple[int, int]], media) -> TokenFeeds:
+def plan_token_inputs(spec: LLMSpec, seq_len: int, slots: list[tuple[int, int]], media, input_ids=None) -> TokenFeeds:
     """``slots``: (first position, count) of each item in ``media`` (prompt order), whose
-    ``extras`` hold the connector outputs the declarations name."""
+    ``extras`` hold the connector outputs the declarations name; ``input_ids`` (seq,): the
+    decoder's prompt ids (cross_mask finds the pictures' tokens in them)."""
     feeds = TokenFeeds()
     feeds.spans = plan_spans(spec.attention, seq_len, slots)
     if feeds.spans is not None:  # (1, seq): batch, then sequence
@@ -81,6 +86,11 @@ def plan_token_inputs(spec: LLMSpec, seq_len: int, slots: list[tuple[int, int]],
         if declared.kind == "ntk_alpha":
             alpha = np.array([ntk_alpha(seq_len, declared.seq_length)], dtype=np.float32)
             feeds.constant[declared.name] = feeds.decode[declared.name] = alpha
+            continue
+        if declared.kind == "cross_mask":
+            mask = cross_mask(input_ids, declared.token_id, media, declared.tokens_per_tile)
+            feeds.prefill[declared.name], feeds.seq_axes[declared.name] = mask, 1
+            feeds.decode[declared.name] = np.ascontiguousarray(mask[:, -1:])
             continue
         if declared.kind == "image_mask":
             feeds.prefill[declared.name], feeds.seq_axes[declared.name] = image_mask(seq_len, slots), 1

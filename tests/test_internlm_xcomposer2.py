@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from oracles import load_harness
-from parity import assert_same_tokens
+from parity import assert_same_tokens, user
 
 QUERY = "What is it?"
 PLANTED = ("modeling_internlm_xcomposer2.py", "modeling_internlm2.py", "configuration_internlm_xcomposer2.py",
@@ -65,10 +65,6 @@ def tiny(tmp_path_factory):
     from a fixed seed: reproducible, and a different point of the space than the harness's own."""
     seed = int(np.random.default_rng(1234).integers(1 << 16))
     return build(tmp_path_factory.mktemp("ixc2"), seed, **drawn_config(seed))
-
-
-def user(*items):
-    return [{"role": "user", "content": [{"type": "image"} if i is None else {"type": "text", "text": i} for i in items]}]
 
 
 def theirs(model, tmp_path, images, query: str, n: int = 24) -> list[int]:
@@ -417,3 +413,97 @@ def test_bad_checkpoints_are_refused_clearly(tiny, tmp_path):
 
     (model_dir / "tokenizer.model").write_bytes(b"not a sentencepiece model")
     refused(model_dir, tmp_path / "f", "is not a SentencePiece model")
+
+
+# -- IXC2-4KHD: 336-px tiles, centred padding, no scale cap (tests/ixc2_4khd.py re-parametrises the oracle) --
+
+class RecordingTower336(RecordingTower):
+    def forward(self, tiles, output_hidden_states=True):
+        from types import SimpleNamespace
+
+        self.tiles = tiles.clone()
+        self.features = torch.randn(tiles.shape[0], 577, self.width, generator=torch.Generator().manual_seed(5))
+        return SimpleNamespace(hidden_states=[self.features])
+
+
+@pytest.fixture(scope="module")
+def tiny_4khd(tmp_path_factory):
+    """A 4KHD checkpoint as it ships (no CLIP folder: the 336-px tower's config is read off the
+    weights), an LLM drawn at random, hd_num 4 in config.json to keep the prompts short."""
+    import ixc2_4khd
+
+    from vlmforge.export import export_model
+    from vlmforge.export.tiny_internlm_xcomposer2 import make_tiny_internlm_xcomposer2
+    from vlmforge.runtime import Pipeline
+
+    h, root = oracle(), tmp_path_factory.mktemp("ixc2-4khd")
+    seed = int(np.random.default_rng(4336).integers(1 << 16))
+    draw = {**drawn_config(seed), "num_hidden_layers": 1}
+    model, config, tok = ixc2_4khd.build_tiny_4khd(h, seed, ixc2_4khd.tower_336(h, 64), **draw)
+    model_dir = make_tiny_internlm_xcomposer2(root / "hf", model.state_dict(), tok.vocab_file, config.to_dict(),
+                                              {}, hd_num=4, clip_folder=None)
+    plant(model_dir, root / "ran.txt")
+    export_model(model_dir, root / "out")
+    assert not (root / "ran.txt").exists()
+    return Pipeline.load(root / "out"), model
+
+
+@pytest.mark.parametrize("size", [(3840, 1600), (1600, 3840), (600, 250), (300, 700)])
+def test_4khd_tiling_and_packing_follow_the_original(tiny_4khd, size):
+    """4KHD's HD_transform at chat()'s hd_num 25 (a small picture is enlarged; padding centred:
+    above and below, or left and right of a tall one) → the tower's views == our kernel's pixels;
+    its token order (12×12 per tile, sub_GN per row, glb_GN between the views) == ours."""
+    import dataclasses
+
+    import ixc2_4khd
+    from PIL import Image
+
+    from vlmforge.export.families.internlm_xcomposer2.vision import merge_2x2
+    from vlmforge.kernels import tile_and_patchify
+    from vlmforge.kernels.hd import pack_hd_features
+
+    pipe, model = tiny_4khd
+    h = oracle()
+    transform, forward = ixc2_4khd.functions(h)
+    spec = dataclasses.replace(pipe.manifest.image.preprocess, max_tiles=25)
+    image = h.picture(11, *size)
+    padded = transform(Image.fromarray(image), hd_num=25)
+    tower = h.build_mlp.CLIPVisionTower.__new__(h.build_mlp.CLIPVisionTower)
+    torch.nn.Module.__init__(tower)
+    tower.vision_tower, tower.is_loaded, tower.select_layer, tower.select_feature = RecordingTower336(8), True, -1, "patch"
+    g = torch.Generator().manual_seed(1)
+    glb_gn, sub_gn = torch.randn(1, 1, 32, generator=g), torch.randn(1, 1, 1, 32, generator=g)
+    with torch.no_grad():
+        packed, lengths = forward(tower, [model.vis_processor(padded).unsqueeze(0)], glb_gn, sub_gn)
+    pixels, layout = tile_and_patchify(image, spec)
+    ref = tower.vision_tower.tiles.numpy()
+    assert pixels.shape == ref.shape and layout.grid == (padded.height // 336, padded.width // 336)
+    np.testing.assert_allclose(pixels[1:], ref[1:], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(pixels[0], ref[0], atol=1e-5, rtol=0)
+    merged = merge_2x2(tower.vision_tower.features[:, 1:], 24).numpy()
+    ours = pack_hd_features(merged, layout.grid, spec, sub_gn.reshape(-1).numpy(), glb_gn.reshape(-1).numpy())
+    np.testing.assert_array_equal(ours, packed[0].numpy())
+    assert ours.shape[0] == layout.num_image_tokens == lengths[0]
+
+
+def test_4khd_embeddings_and_greedy_tokens_equal_the_original(tiny_4khd, tmp_path):
+    """Our export of the 4KHD checkpoint: image embeddings (kernel → vision → connector → packing)
+    within 1e-4 of the re-parametrised oracle's encode_img, and 24 greedy tokens identical on a
+    wide, a tall (transpose branch, centred left/right padding) and a square picture."""
+    import ixc2_4khd
+    from PIL import Image
+
+    from vlmforge.runtime.stats import StageTimer
+
+    pipe, model = tiny_4khd
+    h = oracle()
+    images = pictures(13, [(700, 300), (250, 600), (400, 400)])
+    path = tmp_path / "p.png"
+    Image.fromarray(images[0]).save(path)
+    with ixc2_4khd.transform_4khd(h):
+        ref = model.encode_img(str(path), 4)[0].numpy()
+        ours = pipe.encode_image(images[0], StageTimer())
+        assert ours.shape == ref.shape and np.abs(ours - ref).max() < 1e-4
+        for image in images:
+            compare(pipe, model, tmp_path, [image], user(None, QUERY), QUERY)
+    assert pipe.manifest.image.preprocess.hd_padding == "center" and pipe.manifest.image.preprocess.tile_size == 336

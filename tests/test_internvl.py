@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from parity import assert_same_tokens, hf_generate_ids
+from parity import assert_cached_step_equals_forward, assert_same_tokens, hf_generate_ids
 from vlmforge.kernels import tile_and_patchify
 from vlmforge.runtime import Pipeline, PromptError
 
@@ -96,16 +96,7 @@ def test_graphs_match_the_torch_modules(internvl):
         ref_embeds = model.model.get_image_features(torch.as_tensor(pixels)).pooler_output
     assert np.abs(features - ref.numpy()).max() < 1e-4
     assert embeds.shape == tuple(ref_embeds.shape) and np.abs(embeds - ref_embeds.numpy()).max() < 1e-4
-    # decoder: a 9-token prefill then one cached step against one 10-token forward
-    hidden = model.config.text_config.hidden_size
-    inputs = np.random.default_rng(1).standard_normal((1, 10, hidden)).astype(np.float32)
-    pipe.decoder.reset()
-    pipe.decoder.step(inputs[:, :9], np.arange(9)[None])
-    logits = np.array(pipe.decoder.step(inputs[:, 9:], np.array([[9]])))
-    with torch.no_grad():
-        out = model.model.language_model(inputs_embeds=torch.as_tensor(inputs))
-        ref_logits = model.lm_head(out.last_hidden_state)[0, -1].numpy()
-    assert np.abs(logits - ref_logits).max() < 1e-4
+    assert_cached_step_equals_forward(pipe, model.model.language_model, model.lm_head, model.config.text_config.hidden_size)
 
 
 def check_generation(pipe, model, processor, images, question="What is in the picture?"):

@@ -28,6 +28,8 @@ SPECS = {
     "hd 4": PreprocessSpec(scheme="hd", merge_size=2, max_tiles=4, resample="bilinear", background=[255] * 3, mean=CLIP_MEAN, std=CLIP_STD),
     "patches": PreprocessSpec(scheme="patches", size=[1080, 1920], patch_size=30, resample="bilinear", background=[1] * 3, mean=[0.5] * 3, std=[0.5] * 3),
     "dynamic": PreprocessSpec(scheme="dynamic", resize="none", tile_size=448, max_tiles=12, mean=CLIP_MEAN, std=CLIP_STD),
+    "pan_and_scan": PreprocessSpec(scheme="pan_and_scan", resize="exact", size=[896, 896], resample="bilinear", pan_min_crop=256, mean=[0.5] * 3, std=[0.5] * 3),
+    "split": PreprocessSpec(scheme="split", resize="none", size=[1092], tile_size=364, resample="lanczos", mean=[0.5] * 3, std=[0.5] * 3),
 }  # fmt: skip
 
 

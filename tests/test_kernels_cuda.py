@@ -56,6 +56,13 @@ SPECS = {
     "hd": PreprocessSpec(scheme="hd", merge_size=2, resample="bilinear", background=[255] * 3, mean=CLIP_MEAN, std=CLIP_STD),
     "patches": PreprocessSpec(scheme="patches", size=[1080, 1920], patch_size=30, resample="bilinear", background=[1] * 3, mean=[0.5] * 3, std=[0.5] * 3),
     "dynamic": PreprocessSpec(scheme="dynamic", resize="none", tile_size=448, max_tiles=12, mean=CLIP_MEAN, std=CLIP_STD),
+    "native": PreprocessSpec(scheme="native", resize="none", patch_size=14, merge_size=2, mean=CLIP_MEAN, std=CLIP_STD, min_pixels=3136, max_pixels=1003520),
+    "native qwen3": PreprocessSpec(scheme="native", resize="none", patch_size=16, merge_size=2, resample="bilinear", mean=[0.5] * 3, std=[0.5] * 3, min_pixels=4096, max_pixels=1048576),
+    "pan_and_scan": PreprocessSpec(scheme="pan_and_scan", resize="exact", size=[896, 896], resample="bilinear", pan_min_crop=256, mean=[0.5] * 3, std=[0.5] * 3),
+    # LLaVA-OneVision's multi-image view: the base tile alone, padded to a square of the mean colour first
+    "onevision base": PreprocessSpec(scheme="anyres", grid_pinpoints=PINPOINTS, base_only=True, background=[127] * 3, mean=[0.5] * 3, std=[0.5] * 3),
+    "split": PreprocessSpec(scheme="split", resize="none", size=[1092], tile_size=364, resample="lanczos", mean=[0.5] * 3, std=[0.5] * 3),
+    "canvas": PreprocessSpec(scheme="canvas", resize="none", size=[560], tile_size=560, max_tiles=4, resample="bilinear", mean=[0.5] * 3, std=[0.5] * 3),
 }  # fmt: skip
 
 

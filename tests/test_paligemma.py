@@ -118,3 +118,27 @@ def test_batched_rows_equal_solo_runs(tiny, rng):
     results = pipe.generate_batch(reqs)
     assert [r.token_ids for r in results] == solo
     assert results[2].stats.cached_prompt_tokens == 0  # the prompt is one bidirectional span
+
+
+def test_logits_at_every_step_prefix_lm(tiny, rng):
+    """The attention room on its own: the prefix (image + prompt) bidirectional, the answer causal,
+    prefilled in 3-token chunks (the prefix goes in whole: a chunk never splits a span), gives
+    transformers' logits at every prefill and decode step."""
+    from vlmforge.runtime.serving import Request
+    from parity import assert_logits_every_step, stepwise_logits
+
+    pipe, model, proc = tiny
+    images = random_images(rng, [(40, 60)])
+    prompt = "answer en What is this?"
+    ids, ours = stepwise_logits(pipe, Request(prompt=prompt, images=images), steps=12, chunk=3)
+    ref = proc(images=images, text=["<image>" + prompt], return_tensors="pt")
+    assert ref["input_ids"][0].tolist() == ids
+
+    def forward(seq):
+        types = torch.ones(1, len(seq), dtype=torch.long)  # 1: the answer (causal)
+        types[0, : len(ids)] = ref["token_type_ids"][0]
+        with torch.no_grad():
+            return model(input_ids=torch.tensor([seq]), pixel_values=ref["pixel_values"],
+                         token_type_ids=types).logits[0, -1].numpy()
+
+    assert_logits_every_step(ours, forward, ids)

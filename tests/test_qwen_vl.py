@@ -15,7 +15,7 @@ import torch
 
 from conftest import random_images
 from oracles import load_harness
-from parity import assert_same_tokens
+from parity import assert_same_until_eos, user
 
 QUESTION = "What is in the picture?"
 
@@ -85,13 +85,8 @@ def compare(pipe, model, tmp_path, images, messages=None, prompt=None, n=24):
     with contextlib.chdir(tmp_path):  # the original opens the file named in the ids
         theirs = oracle().greedy(model, {"input_ids": oracle_ids(pipe, prepared.input_ids, paths)}, n)
     eos = set(pipe.manifest.tokenizer.eos_token_ids)
-    cut = next((i + 1 for i, t in enumerate(theirs) if t in eos), len(theirs))
-    assert_same_tokens(ours.token_ids, theirs[:cut], min(n, cut), eos)
+    assert_same_until_eos(ours.token_ids, theirs, n, eos)
     return ours
-
-
-def user(*items):
-    return [{"role": "user", "content": [{"type": "image"} if i is None else {"type": "text", "text": i} for i in items]}]
 
 
 def test_greedy_tokens_equal_the_original_on_three_shapes(tiny, rng, tmp_path):

@@ -167,6 +167,18 @@ def test_prefix_matching_checks_the_pictures():
     assert cache.stats["entries"] == 0
 
 
+def test_a_trimmed_window_cache_serves_only_prefixes_it_still_holds():
+    """A bounded sliding layer (here: the last 6 of 20 tokens, window 4) serves a prefix up to
+    6 − (4 − 1) = 3 tokens shorter than the entry, cut from its end; a full layer any prefix."""
+    ids = np.arange(20, dtype=np.int64)
+    full, window = np.arange(20.0).reshape(1, 1, 20, 1), np.arange(14.0, 20.0).reshape(1, 1, 6, 1)
+    kept = Prefix(ids, [], [full, window])
+    assert [kept.servable(n, 4) for n in (20, 17, 16, 5)] == [True, True, False, False]
+    head, tail = kept.cut(17)
+    assert head[0, 0, :, 0].tolist() == list(range(17)) and tail[0, 0, :, 0].tolist() == [14.0, 15.0, 16.0]
+    assert Prefix(ids, [], [full]).servable(5, 4)  # nothing trimmed: any prefix
+
+
 def test_cancel_frees_the_request(pipe):
     pipe.start_engine()
     seq = pipe.sequence(Request(prompt="USER: hello ASSISTANT:", max_new_tokens=400, ignore_eos=True))

@@ -57,6 +57,19 @@ def test_llm_prefill_and_decode_profiles(manifest):
     assert decode["attention_mask"] == ((1, 2), (1, opt + 65), (1, 256))
 
 
+def test_bounded_window_layers_get_their_own_past_range(manifest):
+    """A bounded sliding layer's past (Gemma 3's window_past_sequence) runs to its cache bound only."""
+    spec = manifest.graphs["llm"]
+    for t in spec.inputs:
+        if t.name.startswith("past_key_values.0."):
+            t.shape = [d if d != "past_sequence" else "window_past_sequence" for d in t.shape]
+    manifest.llm.attention.window, manifest.llm.attention.window_layers, manifest.llm.attention.window_cache = 8, [0], 15
+    prefill, decode = graph_profiles(manifest, "llm", 1, 256)
+    assert prefill["past_key_values.0.key"] == ((1, 2, 0, 16),) * 3
+    assert decode["past_key_values.0.key"] == ((1, 2, 1, 16), (1, 2, 15, 16), (1, 2, 15, 16))
+    assert decode["past_key_values.1.key"] == ((1, 2, 1, 16), (1, 2, 153, 16), (1, 2, 255, 16))
+
+
 def test_limits_and_tile_counts(manifest):
     assert resolve_limits(manifest, 3, 128) == (3, 128)
     with pytest.raises(VlmforgeError, match="between 2 and the model's context 256"):

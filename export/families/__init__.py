@@ -14,6 +14,7 @@ from pathlib import Path
 FAMILIES = {
     "llava": ("llava",),
     "llava_next": ("llava_next",),
+    "llava_onevision": ("llava_onevision",),
     "blip_2": ("blip-2", "blip_2"),
     "instructblip": ("instructblip",),
     "fuyu": ("fuyu",),
@@ -23,8 +24,13 @@ FAMILIES = {
     "internvl": ("internvl",),
     "qwen_vl": ("qwen",),  # Qwen-VL (v1): our own implementation of the checkpoint's remote code
     "internlm_xcomposer2": ("internlmxcomposer2", "internlm2"),  # "internlm2": its remote config class's own name
+    "internlm_xcomposer": ("InternLMXComposer", "internlmxcomposer"),  # v1: our own implementation, original names
     "paligemma": ("paligemma",),
     "gemma3": ("gemma3",),
+    "vila": ("llava_llama",),  # VILA / VILA1.5 / NVILA: the original llm/ vision_tower/ mm_projector/ layout
+    "idefics3": ("idefics3", "smolvlm"),  # Idefics3 and SmolVLM / SmolVLM2: one folder, a per-version table
+    "mgm": ("mgm",),  # Mini-Gemini (Llama): our own implementation of the original checkpoint layout
+    "mllama": ("mllama",),  # Llama-3.2-Vision: cross-attention layers over the image tiles
 }
 _ALIASES = {model_type: folder for folder, types in FAMILIES.items() for model_type in types}
 

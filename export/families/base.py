@@ -44,3 +44,4 @@ class FamilyExport:
     tokenizer: TokenizerSpec | None = None
     stop_strings: list[str] = field(default_factory=list)  # the conversation format's turn separator
     prompt_suffix: str = ""  # appended to every prompt (Fuyu's beginning-of-answer token)
+    vision_towers: list = field(default_factory=list)  # VisionTowerSpec: several vision graphs, one connector

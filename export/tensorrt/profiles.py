@@ -28,6 +28,7 @@ from ...runtime.manifest import Manifest
 
 TYPICAL_TEXT_TOKENS = 64  # a question around the image, for the prefill opt shape
 TYPICAL_NEW_TOKENS = 128  # decode opt shape sits halfway through such an answer
+MEMORY_IMAGES = 2  # cross-attention memory (cross_kv, llm memory_sequence): up to this many pictures a prompt
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ def tiles_per_image(manifest: Manifest) -> int:
         return 1 + p.max_tiles  # global view + local tiles
     if p.scheme == "dynamic":
         return p.max_tiles + (p.max_tiles > 1)  # the grid + its thumbnail (none for a single tile)
+    if p.scheme == "canvas":
+        return p.max_tiles  # Llama-3.2-Vision: the picture's own tiles (the vision graph pads the rest)
     raise VlmforgeError(f"TensorRT profiles for preprocessing scheme {p.scheme!r} are not supported; "
                         "supported: fixed, anyres, hd, native, dynamic")
 
@@ -65,6 +68,14 @@ def native_max_patches(p) -> int:
     """Patches of the largest picture the budget admits: max_pixels / patch², whole merge windows."""
     window = p.merge_size**2
     return max(window, p.max_pixels // p.patch_size**2 // window * window)
+
+
+def memory_range(manifest: Manifest, max_tiles: int) -> DimRange:
+    """Rows of cross-attention memory: 1 (a text-only prompt's zero row, Mllama) up to MEMORY_IMAGES
+    pictures; opt one picture. A canvas picture is always its padded max_tiles tiles of rows."""
+    p = manifest.image.preprocess
+    per_image = p.tokens_per_tile * (p.max_tiles if p.scheme == "canvas" else max_tiles)
+    return DimRange(1, per_image, MEMORY_IMAGES * per_image)
 
 
 def resolve_limits(manifest: Manifest, max_tiles: int | None, max_context: int | None) -> tuple[int, int]:
@@ -87,6 +98,8 @@ def symbol_ranges(manifest: Manifest, graph: str, max_tiles: int, max_context: i
         return [{"num_patches": DimRange(window, max_tiles, max_tiles)}]
     if graph in ("vision", "connector"):
         return [{"num_tiles": DimRange(1, max_tiles, max_tiles)}]
+    if graph == "cross_kv":
+        return [{"batch": DimRange(1, 1, 1), "memory_sequence": memory_range(manifest, max_tiles)}]
     if graph == "llm":
         image_tokens = max_tiles // spec.merge_size**2 if spec.scheme == "native" else spec.tokens_per_tile
         opt_prompt = min(max_context, image_tokens + TYPICAL_TEXT_TOKENS)
@@ -96,6 +109,13 @@ def symbol_ranges(manifest: Manifest, graph: str, max_tiles: int, max_context: i
                    "total_sequence": DimRange(1, opt_prompt, max_context)}
         decode = {"batch": one, "sequence": one, "past_sequence": DimRange(1, opt_past, max_context - 1),
                   "total_sequence": DimRange(2, opt_past + 1, max_context)}
+        cap = manifest.llm.attention.window_cache  # bounded sliding-window layers' past (Gemma 3)
+        if manifest.llm.attention.window_layers:
+            top = min(cap, max_context - 1)
+            prefill["window_past_sequence"] = DimRange(0, 0, 0)
+            decode["window_past_sequence"] = DimRange(1, min(opt_past, top), top)
+        if "cross_kv" in manifest.graphs:  # the memory's K/V and masks, bound at every step
+            prefill["memory_sequence"] = decode["memory_sequence"] = memory_range(manifest, max_tiles)
         return [prefill, decode]
     raise VlmforgeError(f"no TensorRT profile rule for graph {graph!r}; known graphs: vision, connector, llm")
 

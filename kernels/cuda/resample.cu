@@ -7,7 +7,8 @@
 // output column: xstart[rw], xweight[rw * kx] — then placed at (top, left) on a background
 // canvas of colour `fill`. A tile is the window (win_y0, win_x0, win_h, win_w) of that canvas, written through
 // the (3, 256) float32 normalisation LUT into `out` at element strides (stride_c, stride_y, stride_x),
-// or, when patch > 0, as Fuyu's row-major (patch·patch·3) vectors.
+// or, when patch > 0, as Fuyu's row-major (patch·patch·3) vectors, or, when merge > 0 too, as
+// Qwen2-VL's (c, t, y, x) patch vectors in merge-window order, each value written `temporal` times.
 // Pillow rounds and clips to uint8 after each pass; vertical_first picks the pass order.
 
 #define PRECISION_BITS 22
@@ -75,7 +76,7 @@ __device__ __forceinline__ void store(unsigned short* out, long long i, float v)
 template <typename T>
 __device__ void tile_kernel(Resize r, const unsigned char* fill, int top, int left, int win_y0, int win_x0, int win_h, int win_w,
                             const float* lut, T* out, long long stride_c, long long stride_y,
-                            long long stride_x, int patch) {
+                            long long stride_x, int patch, int merge, int temporal) {
     int wx = blockIdx.x * blockDim.x + threadIdx.x;
     int wy = blockIdx.y * blockDim.y + threadIdx.y;
     int c = blockIdx.z;
@@ -83,6 +84,15 @@ __device__ void tile_kernel(Resize r, const unsigned char* fill, int top, int le
     int y = win_y0 + wy - top, x = win_x0 + wx - left;
     int v = (y < 0 || y >= r.rh || x < 0 || x >= r.rw) ? fill[c] : resized_px(r, y, x, c);
     long long i;
+    if (patch > 0 && merge > 0) {  // native: patch n of the merge-window order, vector (c, t, py, px)
+        int gy = wy / patch, gx = wx / patch, windows_across = win_w / patch / merge;
+        long long n = ((long long)((gy / merge) * windows_across + gx / merge) * merge + gy % merge) * merge + gx % merge;
+        long long area = (long long)patch * patch;
+        long long base = n * 3 * temporal * area + (wy % patch) * patch + wx % patch;
+        float value = lut[c * 256 + v];
+        for (int t = 0; t < temporal; ++t) store(out, base + (long long)(c * temporal + t) * area, value);
+        return;
+    }
     if (patch > 0) {  // Fuyu: patch n = (wy / p) * cols + wx / p, flattened (y, x, c)
         long long n = (long long)(wy / patch) * (win_w / patch) + wx / patch;
         i = n * patch * patch * 3 + ((wy % patch) * patch + wx % patch) * 3 + c;
@@ -134,14 +144,18 @@ __device__ void global_kernel(Resize r, const unsigned char* fill, int top, int 
 
 extern "C" __global__ void resample_normalise_f32(Resize r, const unsigned char* fill, int top, int left, int win_y0, int win_x0, int win_h,
                                                   int win_w, const float* lut, float* out, long long stride_c,
-                                                  long long stride_y, long long stride_x, int patch) {
-    tile_kernel<float>(r, fill, top, left, win_y0, win_x0, win_h, win_w, lut, out, stride_c, stride_y, stride_x, patch);
+                                                  long long stride_y, long long stride_x, int patch, int merge,
+                                                  int temporal) {
+    tile_kernel<float>(r, fill, top, left, win_y0, win_x0, win_h, win_w, lut, out, stride_c, stride_y, stride_x, patch,
+                     merge, temporal);
 }
 
 extern "C" __global__ void resample_normalise_f16(Resize r, const unsigned char* fill, int top, int left, int win_y0, int win_x0, int win_h,
                                                   int win_w, const float* lut, unsigned short* out, long long stride_c,
-                                                  long long stride_y, long long stride_x, int patch) {
-    tile_kernel<unsigned short>(r, fill, top, left, win_y0, win_x0, win_h, win_w, lut, out, stride_c, stride_y, stride_x, patch);
+                                                  long long stride_y, long long stride_x, int patch, int merge,
+                                                  int temporal) {
+    tile_kernel<unsigned short>(r, fill, top, left, win_y0, win_x0, win_h, win_w, lut, out, stride_c, stride_y, stride_x, patch,
+                     merge, temporal);
 }
 
 extern "C" __global__ void bicubic_global_f32(Resize r, const unsigned char* fill, int top, int left, int ch, int cw, int size, const float* lut,

@@ -10,19 +10,23 @@ from __future__ import annotations
 import ctypes
 import json
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
 from ..anyres import anyres_output_shape, anyres_plan, anyres_tiles_layout
+from ..canvas import canvas_layout, canvas_output_shape, canvas_plan
 from ..dynamic import dynamic_layout, dynamic_output_shape, dynamic_plan
 from ..fixed import fixed_output_shape, fixed_plan
 from ..hd import hd_layout, hd_output_shape, hd_plan
+from ..native import native_layout, native_output_shape, native_plan
 from ..images import prepare_image
+from ..pan_and_scan import pan_and_scan_layout, pan_and_scan_output_shape, pan_and_scan_plan
 from ..patches import patches_layout, patches_output_shape, patches_plan
 from ..plan import Placement, normalise_lut
 from ..resample import identity_coeffs, pillow_vertical_first, precompute_coeffs
 from ..spec import PreprocessSpec, TileLayout
+from ..split import split_source, split_source_plan
 from .driver import BLOCK, CudaKernels, DeviceBuffer, ResizeArgs
 
 _KERNELS: dict[int, CudaKernels] = {}
@@ -46,14 +50,20 @@ def _plans(hw, spec: PreprocessSpec):
         return [pl], fixed_output_shape(hw, spec), TileLayout(1, (t.h, t.w), spec.tokens_per_tile), None
     if spec.scheme == "anyres":
         return list(anyres_plan(hw, spec)), anyres_output_shape(hw, spec), anyres_tiles_layout(hw, spec), None
+    if spec.scheme == "canvas":
+        return canvas_plan(hw, spec), canvas_output_shape(hw, spec), canvas_layout(hw, spec), None
     if spec.scheme == "dynamic":
         return dynamic_plan(hw, spec), dynamic_output_shape(hw, spec), dynamic_layout(hw, spec), None
     if spec.scheme == "hd":
         pl, canvas = hd_plan(hw, spec)
         return [pl], hd_output_shape(hw, spec), hd_layout(canvas, spec), canvas
-    if spec.scheme == "native":
-        raise ValueError("the CUDA kernel does not run the native (Qwen2-VL) scheme yet; use preprocess='cpu' "
-                         "(--preprocess cpu)")
+    if spec.scheme == "split":  # ``hw`` is the source picture's: upload() made it on the host
+        return (*split_source_plan(hw, spec), None)
+    if spec.scheme == "pan_and_scan":  # crops are source windows: see _resize_tables
+        return pan_and_scan_plan(hw, spec), pan_and_scan_output_shape(hw, spec), pan_and_scan_layout(hw, spec), None
+    if spec.scheme == "native":  # one tile, the whole resized picture, written as merge-ordered patches
+        pl = replace(native_plan(hw, spec), layout="native", patch=spec.patch_size)
+        return [pl], native_output_shape(hw, spec), native_layout(hw, spec), None
     pl, _, _ = patches_plan(hw, spec)
     return [pl], patches_output_shape(hw, spec), patches_layout(hw, spec), None
 
@@ -62,6 +72,9 @@ def _resize_tables(hw, pl: Placement, spec: PreprocessSpec, keep: list) -> Resiz
     """Coefficient tables for ``pl`` uploaded (kept alive in ``keep``), packed as struct Resize;
     the source pointer is filled in per frame (``src``)."""
     h, w = hw
+    stride = w * 3  # the uploaded picture's row stride, also for a window of it
+    if pl.source_window:  # read (sh, sw) pixels from the window's corner (_Launch.src_offset)
+        h, w = pl.source_window[2:]
     in_h, in_w = pl.source_canvas or (h, w)
     rh, rw = pl.resized_hw
     cy = precompute_coeffs(in_h, rh, spec.resample) if in_h != rh else identity_coeffs(in_h)
@@ -74,7 +87,7 @@ def _resize_tables(hw, pl: Placement, spec: PreprocessSpec, keep: list) -> Resiz
     bufs = [DeviceBuffer.upload(a) for a in (*tables, np.asarray(spec.background, dtype=np.uint8))]
     keep.extend(bufs)
     ys, yw, xs, xw, bgd = (int(b) for b in bufs)
-    return ResizeArgs(0, h, w, w * 3, (in_h - h) // 2, (in_w - w) // 2,
+    return ResizeArgs(0, h, w, stride, (in_h - h) // 2, (in_w - w) // 2,
                       ys, yw, cy.ksize, xs, xw, cx.ksize, rh, rw, int(vertical_first), bgd)  # fmt: skip
 
 
@@ -85,6 +98,7 @@ class _Launch:
     args: list  # ctypes values; args[0] is the ResizeArgs whose .src is set per frame, the output pointer at out_arg
     out_arg: int
     out_offset: int  # bytes from the start of the output
+    src_offset: int = 0  # bytes from the start of the picture (a placement's source window)
 
 
 @dataclass
@@ -95,21 +109,24 @@ class _SizePlan:
     keep: list  # device buffers the launches point into
 
 
-def _tile_launches(r: ResizeArgs, pl: Placement, spec, lut_dev, shape, item: int, keep: list) -> list[_Launch]:
+def _tile_launches(r: ResizeArgs, pl: Placement, spec, lut_dev, shape, item: int, keep: list,
+                   src_offset: int = 0) -> list[_Launch]:
     fill = DeviceBuffer.upload(np.asarray(pl.canvas_fill(spec), dtype=np.uint8))
     keep.append(fill)
     top, left = pl.offset
     launches = []
     for t in pl.tiles:
-        if pl.layout == "patches":
+        merge, temporal = (spec.merge_size, spec.temporal_patch_size) if pl.layout == "native" else (0, 1)
+        if pl.layout in ("patches", "native"):
             offset, strides, patch = 0, (0, 0, 0), pl.patch
         else:
             assert shape[1:] == (3, t.h, t.w), (shape, t)  # one C-contiguous (3, h, w) tile each
             offset, strides, patch = t.index * 3 * t.h * t.w * item, (t.h * t.w, t.w, 1), 0
         args = [r, ctypes.c_uint64(int(fill)), ctypes.c_int(top), ctypes.c_int(left), ctypes.c_int(t.y0),
                 ctypes.c_int(t.x0), ctypes.c_int(t.h), ctypes.c_int(t.w), ctypes.c_uint64(int(lut_dev)),
-                ctypes.c_uint64(0), *(ctypes.c_longlong(s) for s in strides), ctypes.c_int(patch)]  # fmt: skip
-        launches.append(_Launch("resample_normalise", _grid(t.w, t.h), args, 9, offset))
+                ctypes.c_uint64(0), *(ctypes.c_longlong(s) for s in strides), ctypes.c_int(patch),
+                ctypes.c_int(merge), ctypes.c_int(temporal)]  # fmt: skip
+        launches.append(_Launch("resample_normalise", _grid(t.w, t.h), args, 9, offset, src_offset))
     return launches
 
 
@@ -119,6 +136,8 @@ class CudaTiler:
     def __init__(self, spec: PreprocessSpec, dtype=np.float32, device: int = 0):
         if np.dtype(dtype) not in (np.float32, np.float16):
             raise ValueError(f"unsupported output dtype {np.dtype(dtype)}; choose float32 or float16")
+        if spec.scheme == "dual":  # its low-resolution views are float interpolations (kernels/dual.py), CPU only
+            raise ValueError("the CUDA kernel does not run the dual (Mini-Gemini) scheme yet; use preprocess='cpu'")
         self.spec, self.dtype, self.device = spec, np.dtype(dtype), device
         self.kernels = kernels_on(device)
         self.suffix = "_f32" if self.dtype == np.float32 else "_f16"
@@ -139,7 +158,8 @@ class CudaTiler:
         launches = []
         for pl in placements:
             r = _resize_tables(hw, pl, spec, keep)
-            launches += _tile_launches(r, pl, spec, self.lut, shape, item, keep)
+            corner = (pl.source_window[0] * hw[1] + pl.source_window[1]) * 3 if pl.source_window else 0
+            launches += _tile_launches(r, pl, spec, self.lut, shape, item, keep, corner)
         if hd_canvas is not None:  # global view of the padded canvas into tile 0
             pl, t = placements[0], spec.tile_size
             fill = DeviceBuffer.upload(np.asarray(pl.canvas_fill(spec), dtype=np.uint8))
@@ -156,6 +176,10 @@ class CudaTiler:
     def upload(self, image: np.ndarray) -> tuple[DeviceBuffer, tuple[int, int]]:
         """Checked (``prepare_image``) uint8 (H, W, 3) image copied into the reused device buffer."""
         image = np.ascontiguousarray(prepare_image(image, self.spec.max_input_pixels))
+        if self.spec.scheme == "split":  # its chain of uint8 resizes runs on the host (C kernel), the tiles here
+            from .. import resolve_backend
+
+            image = split_source(image, self.spec, resolve_backend())
         if self.image_buffer is None or self.image_buffer.nbytes < image.nbytes:
             self.image_buffer = DeviceBuffer(image.nbytes, self.device)
         self.image_buffer.write(image)
@@ -166,7 +190,7 @@ class CudaTiler:
         the default stream, writing into ``out_dev``; no synchronisation."""
         plan = self.plan(hw)
         for launch in plan.launches:
-            launch.args[0].src = int(image_dev)  # every launch shares its placement's ResizeArgs
+            launch.args[0].src = int(image_dev) + launch.src_offset  # every launch shares its placement's ResizeArgs
             launch.args[launch.out_arg].value = int(out_dev) + launch.out_offset
             self.kernels.launch(launch.name + self.suffix, launch.grid, launch.args)
         return plan

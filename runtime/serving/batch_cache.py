@@ -3,7 +3,9 @@
 Every past input is one (B, kv_heads, T, head_dim) tensor; row r holds its sequence's
 ``num_cached`` tokens in the *last* columns (left padding) and the attention mask hides the
 columns before them. A decode step appends one column to every row, so the padding never moves
-and a step costs the same as for one sequence of length T, B times over. Rows join and leave
+and a step costs the same as for one sequence of length T, B times over. A bounded sliding-window
+layer's inputs are only their last min(T, window − 1) columns (the graph trims its present.*):
+every operation below keeps each input's own last columns, so it needs no window of its own. Rows join and leave
 only between steps: a join pads the newcomer (or the batch) to a common length, a leave drops
 the row and the columns no remaining row needs. Sequences whose fixed inputs (cross-attention
 memory) differ in shape cannot share a step; the scheduler keeps one ``BatchCache`` per shape.
@@ -28,6 +30,12 @@ def left_pad(a: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([pad, a], axis=2)
 
 
+def _stack(batch: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """(B, h, n, d) and (1, h, m, d) → (B + 1, h, max(n, m), d), both left-padded."""
+    length = max(batch.shape[2], row.shape[2])
+    return np.concatenate([left_pad(batch, length), left_pad(row, length)], axis=0)
+
+
 class BatchCache:
     def __init__(self, key=None):
         self.key = key  # the fixed-input shapes these rows share (None: no fixed inputs)
@@ -50,9 +58,8 @@ class BatchCache:
         """``cache``: the sequence's own (1, kv_heads, num_cached, head_dim) per past input."""
         n = seq.num_cached
         length = max(self.length, n)
-        if self.rows:
-            self.values = [np.concatenate([left_pad(as_array(v), length), left_pad(as_array(c), length)], axis=0)
-                           for v, c in zip(self.values, cache)]
+        if self.rows:  # each input to its longer side: T, or for a bounded layer min(T, window − 1)
+            self.values = [_stack(as_array(v), as_array(c)) for v, c in zip(self.values, cache)]
         else:
             self.values = [np.ascontiguousarray(as_array(c)) for c in cache]
         self.length = length
@@ -67,12 +74,14 @@ class BatchCache:
         for seq in leaving:
             if seq.keep_cache:
                 r = self.rows.index(seq)
-                seq.final_cache = [a[r : r + 1, :, self.length - seq.num_cached :].copy() for a in arrays]
+                seq.final_cache = [a[r : r + 1, :, a.shape[2] - min(seq.num_cached, a.shape[2]) :].copy()
+                                   for a in arrays]
         keep = [r for r, s in enumerate(self.rows) if s not in leaving]
         self.rows = [self.rows[r] for r in keep]
         self.length = max((s.num_cached for s in self.rows), default=0)
-        cut = arrays[0].shape[2] - self.length if arrays else 0  # columns no remaining row needs
-        self.values = [np.ascontiguousarray(a[keep, :, cut:]) for a in arrays] if self.rows else []
+        # the columns a remaining row still needs: the last min(T, its own) of each input
+        self.values = [np.ascontiguousarray(a[keep, :, a.shape[2] - min(self.length, a.shape[2]) :])
+                       for a in arrays] if self.rows else []
         self.version += 1
 
     def after_step(self, presents: list) -> None:

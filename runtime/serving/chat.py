@@ -14,9 +14,9 @@ from .prefix_cache import PrefixCache
 from .request import Request
 
 
-def _own_cache() -> PrefixCache:
-    """A chat's kept prefix: its last turn's, whatever its size."""
-    return PrefixCache(budget_bytes=1 << 62, min_tokens=1, max_entries=1)
+def _own_cache(window: int = 0) -> PrefixCache:
+    """A chat's kept prefix: its last turn's, whatever its size (``window``: PrefixCache's)."""
+    return PrefixCache(budget_bytes=1 << 62, min_tokens=1, max_entries=1, window=window)
 
 
 class Chat:
@@ -26,7 +26,8 @@ class Chat:
         self.messages: list[dict] = [{"role": "system", "content": system}] if system else []
         self.images: list = []
         self.defaults = defaults
-        self._kept = _own_cache()  # this chat's own cache
+        self.window = pipe.manifest.llm.attention.bounded_window
+        self._kept = _own_cache(self.window)  # this chat's own cache
         caps = pipe.manifest.capabilities
         self.reuses = not (caps.encoder_decoder or caps.cross_attention)
 
@@ -50,11 +51,11 @@ class Chat:
         self.messages = messages + [{"role": "assistant", "content": seq.result.text}]
         self.images += new
         if self.reuses and seq.final_cache is not None:
-            self._kept = _own_cache()
+            self._kept = _own_cache(self.window)
             self._kept.put(seq.seen[: seq.num_cached], seq.prepared, seq.final_cache)
         return seq.result
 
     def reset(self) -> None:
         system = [m for m in self.messages[:1] if m["role"] == "system"]
         self.messages, self.images = system, []
-        self._kept = _own_cache()
+        self._kept = _own_cache(self.window)

@@ -32,7 +32,7 @@ class Engine:
         self.prefill_chunk = prefill_chunk
         caps = manifest.capabilities  # a prompt-dependent memory makes a prefix's cache prompt-specific
         self.prefix_cache = None if caps.encoder_decoder or caps.cross_attention else prefix_cache
-        self.bytes_per_token = manifest.llm.kv_bytes_per_token
+        self.cache_bytes = manifest.llm.cache_bytes  # num_tokens → exact KV bytes (bounded windows stop growing)
         self.by_rows: dict[int, list] = {}  # decode steps by batch size: [steps, seconds]
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -194,7 +194,7 @@ class Engine:
                 seq.cancelled = True
 
     def _finish(self, seq, reason: str | None = None) -> None:
-        tail = seq.finish(self.bytes_per_token * seq.num_cached, reason)
+        tail = seq.finish(self.cache_bytes(seq.num_cached), reason)
         self._emit(seq, tail)
         if self.prefix_cache is not None and seq.final_cache is not None and reason != "cancelled":
             self.prefix_cache.put(seq.seen[: seq.num_cached], seq.prepared, seq.final_cache)

@@ -6,7 +6,10 @@ pixels and settings), never on the placeholder ids alone — two prompts with di
 have the same ids — and on the sequence's cache context (Qwen-VL's dynamic-NTK α, which the
 cached keys were rotated under). At least one token is always left to prefill (its logits start decoding).
 Entries are (ids, slots, cache) with the cache (1, kv_heads, tokens, head_dim) per past input,
-evicted least recently used under a byte budget.
+evicted least recently used under a byte budget. A bounded sliding-window layer holds only its
+last ``window_cache`` tokens (llm.attention): once it has dropped some, a prefix ``drop`` tokens
+shorter than the entry is served only while that layer still holds the window − 1 tokens before
+the prefix's end — a chat's next turn, which re-renders the last few tokens, usually is.
 """
 
 from __future__ import annotations
@@ -29,6 +32,18 @@ class Prefix:
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.cache)
 
+    def servable(self, n: int, window: int) -> bool:
+        """Whether the first ``n`` tokens' cache can be cut from this one: every input that dropped
+        its earliest tokens (a bounded layer, holding the last a.shape[2]) must keep the window − 1
+        before position n."""
+        drop = len(self.ids) - n
+        return all(a.shape[2] == len(self.ids) or a.shape[2] - drop >= window - 1 for a in self.cache)
+
+    def cut(self, n: int) -> list[np.ndarray]:
+        """The cache of the first ``n`` tokens: each input without its last len(ids) − n columns."""
+        drop = len(self.ids) - n
+        return [a[:, :, : a.shape[2] - drop] for a in self.cache]
+
 
 def shared_length(prefix: Prefix, ids: np.ndarray, slots: list[tuple[int, int, str]], context: str = "") -> int:
     """How many leading tokens of (ids, slots) the prefix's cache holds exactly."""
@@ -42,6 +57,11 @@ def shared_length(prefix: Prefix, ids: np.ndarray, slots: list[tuple[int, int, s
         if start < n and (start, count, key) not in kept:
             n = start
     return max(n, 0)
+
+
+def usable_length(prefix: Prefix, n: int, window: int) -> int:
+    """``n`` shared tokens, or 0 where a bounded layer's trimmed cache cannot give that many."""
+    return n if prefix.servable(n, window) else 0
 
 
 def span_start(spans: np.ndarray | None, n: int) -> int:
@@ -61,8 +81,10 @@ def prompt_slots(prepared) -> list[tuple[int, int, str]]:
 
 
 class PrefixCache:
-    def __init__(self, budget_bytes: int = 256 << 20, min_tokens: int = 16, max_entries: int = 64):
+    def __init__(self, budget_bytes: int = 256 << 20, min_tokens: int = 16, max_entries: int = 64, window: int = 0):
+        """``window``: the bounded sliding-window layers' (llm.attention.bounded_window), 0 when none."""
         self.budget, self.min_tokens, self.max_entries = budget_bytes, min_tokens, max_entries
+        self.window = window
         self._items: OrderedDict[int, Prefix] = OrderedDict()
         self._lock = threading.Lock()
         self._next = 0
@@ -77,6 +99,7 @@ class PrefixCache:
             best, best_key = 0, None
             for key, prefix in self._items.items():
                 n = span_start(prepared.feeds.spans, shared_length(prefix, ids, slots, context))
+                n = usable_length(prefix, n, self.window)
                 if n > best:
                     best, best_key = n, key
             if best < self.min_tokens:
@@ -84,7 +107,7 @@ class PrefixCache:
             self._items.move_to_end(best_key)
             self.hits += 1
             self.reused_tokens += best
-            return best, [a[:, :, :best] for a in self._items[best_key].cache]
+            return best, self._items[best_key].cut(best)
 
     def put(self, ids: np.ndarray, prepared, cache: list[np.ndarray]) -> None:
         """Keep ``cache`` (of ``ids``: the prompt of ``prepared`` and what was generated after it)."""

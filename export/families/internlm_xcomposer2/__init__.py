@@ -1,18 +1,25 @@
-"""InternLM-XComposer2 with its 4KHD-style HD tiling, the IXC-2.5 lineage (``model_type``
-"internlmxcomposer2"; the checkpoint's own remote code is never imported or run).
+"""InternLM-XComposer2 with its HD tiling: the IXC-2.5 lineage and the original IXC2-4KHD
+(``model_type`` "internlmxcomposer2"; the checkpoint's own remote code is never imported or run).
 
-Graphs: vision = the CLIP ViT-L/14 tower on 560-px tiles, last-layer patches merged 2×2 →
-image_features (tiles, 400, 4C); connector = ``vision_proj`` → image_embeds (tiles, 400, d);
-llm = InternLM2 with Partial LoRA on wqkv / wo / w1 / w2 / w3, whose image-token mask is the
-per-token input ``image_mask`` (declared as a token input; 1 at image slots, 0 elsewhere).
-Images: the ``hd`` scheme as IXC-2.5 tiles them (a global 560² view first, then up to hd_num local
-tiles, padding below / right, several pictures at hd_num 6); the runtime packs the projected
-tokens with ``plora_sub_GN`` after each row and ``plora_glb_GN`` between the views (both through
-vision_proj at export: ``image.newline_path`` / ``image.separator_path``).
+Graphs: vision = the CLIP ViT-L/14 tower on t-px tiles (560: IXC-2.5, 336: 4KHD; variants.py),
+last-layer patches merged 2×2 → image_features (tiles, (t/28)², 4C); connector = ``vision_proj`` →
+image_embeds (tiles, (t/28)², d); llm = InternLM2 with Partial LoRA on wqkv / wo / w1 / w2 / w3,
+whose image-token mask is the per-token input ``image_mask`` (declared as a token input; 1 at
+image slots, 0 elsewhere).
+Images: the ``hd`` scheme as the variant tiles them (a global t² view first, then up to hd_num local
+tiles; IXC-2.5 pads below / right and tiles several pictures at hd_num 6, 4KHD pads centred); the
+runtime packs the projected tokens with ``plora_sub_GN`` after each row and ``plora_glb_GN``
+between the views (both through vision_proj at export: ``image.newline_path`` / ``separator_path``).
 Prompt: ``[UNUSED_TOKEN_146]user\\n…[UNUSED_TOKEN_145]\\n[UNUSED_TOKEN_146]assistant\\n`` with
 ``<ImageHere>`` placeholders (template.py); the answer ends at ``[UNUSED_TOKEN_145]`` or ``</s>``.
 Tokenizer: ``tokenizer.model`` converted (tokenizer.py). ``hd_num`` may be set in config.json
-(the original's chat() argument, default 24).
+(the original's chat() argument; default the variant's).
+
+IXC2-VL (``internlm-xcomposer2-vl-7b``; a checkpoint without ``plora_sub_GN`` / ``plora_glb_GN``,
+variants.SingleView): image = the ``fixed`` scheme, a bicubic resize to the tower's 490² (Pillow's,
+as its ``transforms.Resize((490, 490), BICUBIC)`` on the opened picture) and CLIP normalisation;
+vision = the tower's last-layer patches (1225, C), no merge; connector = ``vision_proj`` from C;
+no newline or separator; the prompt is its chat()'s (template.vl_chat_template).
 """
 
 from __future__ import annotations
@@ -29,11 +36,12 @@ from ...graphs import Connector
 from ...onnx_export import GraphExport
 from ...preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..base import FamilyExport
-from .config import ARCHITECTURE, MULTI_IMAGE_HD_NUM, XComposer2Config, parse_config
+from .config import ARCHITECTURE, XComposer2Config, parse_config
 from .decoder import LORA_RANK, XComposer2Decoder
-from .template import END, IMAGE_TOKEN, chat_template
+from .template import END, IMAGE_TOKEN, chat_template, vl_chat_template
 from .tokenizer import convert
-from .vision import Tower, build_projector, build_tower, separators
+from .variants import IXC2_VL, is_single_view, variant_for
+from .vision import Tower, build_projector, build_tower, check_view, separators
 from ...original_weights import WeightsError, load_into, load_state_dict
 
 ARCHITECTURES = (ARCHITECTURE,)
@@ -64,7 +72,7 @@ def build_decoder(state: dict, c: XComposer2Config) -> tuple[XComposer2Decoder, 
 def vision_graphs(tower: Tower, proj, tile: int) -> list[GraphExport]:
     pixels = torch.randn(2, 3, tile, tile)
     with torch.no_grad():
-        features = tower(pixels)  # (2, 400, 4C)
+        features = tower(pixels).contiguous()  # (2, (tile / 28)², 4C); IXC2-VL (2, (tile / 14)², C), a view
     return [
         GraphExport(name="vision", module=tower, example_inputs=(pixels,), input_names=["pixel_values"],
                     output_names=["image_features"], dims={"pixel_values": {0: "num_tiles"}}),
@@ -94,19 +102,22 @@ def llm_graph(decoder: XComposer2Decoder, c: XComposer2Config) -> GraphExport:
 
 
 def image_spec(c: XComposer2Config, clip, image_token_id: int) -> ImageSpec:
+    v = variant_for(clip.image_size)  # checked in vision.clip_config
     return ImageSpec(
         image_token=IMAGE_TOKEN, image_token_id=image_token_id, newline_path=NEWLINE_FILE, separator_path=SEPARATOR_FILE,
         preprocess=PreprocessSpec(scheme="hd", resize="none", size=[clip.image_size], tile_size=clip.image_size,
-                                  patch_size=clip.patch_size, merge_size=2, max_tiles=c.hd_num, resample="bilinear",
+                                  patch_size=clip.patch_size, merge_size=2, max_tiles=c.hd_num or v.default_hd_num,
+                                  resample="bilinear",
                                   background=[255, 255, 255], mean=list(OPENAI_CLIP_MEAN), std=list(OPENAI_CLIP_STD),
-                                  image_newline=True, hd_padding="end", hd_cap_scale=True,
-                                  multi_image_max_tiles=MULTI_IMAGE_HD_NUM,  # whatever hd_num is
+                                  image_newline=True, hd_padding=v.padding, hd_cap_scale=v.cap_scale,
+                                  multi_image_max_tiles=v.multi_image_hd_num,  # whatever hd_num is
                                   tokens_per_tile=(clip.image_size // clip.patch_size // 2) ** 2),
     )
 
 
-def tokenizer(model_dir: Path, c: XComposer2Config) -> tuple[str, TokenizerSpec, int]:
-    """(tokenizer.json, its spec, the image slots' id: one past the tokenizer's pieces)."""
+def tokenizer(model_dir: Path, c: XComposer2Config, single_view: bool = False) -> tuple[str, TokenizerSpec, int]:
+    """(tokenizer.json, its spec, the image slots' id: one past the tokenizer's pieces);
+    ``single_view``: IXC2-VL's chat format."""
     text, sp = convert(model_dir, IMAGE_TOKEN)
     if len(sp.pieces) > c.vocab_size:
         raise ValueError(f"tokenizer.model has {len(sp.pieces)} pieces but config.json's vocab_size is {c.vocab_size}: "
@@ -117,9 +128,22 @@ def tokenizer(model_dir: Path, c: XComposer2Config) -> tuple[str, TokenizerSpec,
                          "format; is it the checkpoint's own tokenizer?")
     bos, eos = sp.pieces[sp.bos_id].piece, sp.pieces[sp.eos_id].piece
     spec = TokenizerSpec(path="tokenizer.json", bos_token_id=sp.bos_id, eos_token_ids=sorted({sp.eos_id, end}),
-                         pad_token_id=sp.eos_id, chat_template=chat_template(),
+                         pad_token_id=sp.eos_id,
+                         chat_template=vl_chat_template(bos) if single_view else chat_template(),
                          special_tokens={"bos_token": bos, "eos_token": eos, "image_token": IMAGE_TOKEN})
     return text, spec, len(sp.pieces)
+
+
+def single_view_spec(clip, image_token_id: int) -> ImageSpec:
+    """IXC2-VL: one (t/14)² view per picture (t = 490: 1225 tokens), no newlines or separator."""
+    t = clip.image_size
+    return ImageSpec(
+        image_token=IMAGE_TOKEN, image_token_id=image_token_id,
+        preprocess=PreprocessSpec(scheme="fixed", resize="exact", size=[t, t], tile_size=t, patch_size=clip.patch_size,
+                                  merge_size=IXC2_VL.merge, resample="bicubic", mean=list(OPENAI_CLIP_MEAN),
+                                  std=list(OPENAI_CLIP_STD), image_newline=False,
+                                  tokens_per_tile=(t // clip.patch_size) ** 2),
+    )
 
 
 def padded_embeddings(embed: torch.Tensor, image_token_id: int) -> torch.Tensor:
@@ -132,25 +156,32 @@ def padded_embeddings(embed: torch.Tensor, image_token_id: int) -> torch.Tensor:
 def prepare(model_dir: Path) -> FamilyExport:
     raw = json.loads((model_dir / "config.json").read_text())
     c = parse_config(raw)
-    text, tok, image_token_id = tokenizer(model_dir, c)
     state = load_state_dict(model_dir)
+    single = is_single_view(state)
+    text, tok, image_token_id = tokenizer(model_dir, c, single)
     tower, clip = build_tower(model_dir, state)
-    width = 4 * clip.hidden_size
+    width = (IXC2_VL.merge if single else 2) ** 2 * clip.hidden_size
     proj = build_projector(state, width, c.hidden_size)
-    newline, separator = separators(state, proj, width)
     decoder, embed = build_decoder(state, c)
+    if single:
+        check_view(raw, clip)
+        image, extras = single_view_spec(clip, image_token_id), {}
+    else:
+        newline, separator = separators(state, proj, width)
+        image = image_spec(c, clip, image_token_id)
+        extras = {NEWLINE_FILE: newline.numpy(), SEPARATOR_FILE: separator.numpy()}
     return FamilyExport(
         family="internlm_xcomposer2",
         architecture=ARCHITECTURE,
         graphs=[*vision_graphs(tower, proj, clip.image_size), llm_graph(decoder, c)],
         embed_tokens=padded_embeddings(embed, image_token_id),
-        image=image_spec(c, clip, image_token_id),
+        image=image,
         llm=LLMSpec(num_layers=c.num_layers, num_kv_heads=c.num_kv_heads, head_dim=c.head_dim,
                     hidden_size=c.hidden_size, vocab_size=c.vocab_size, max_context=c.max_context,
                     token_inputs=[TokenInput(name=MASK, kind="image_mask")]),
-        capabilities=Capabilities(image_newline=True),
+        capabilities=Capabilities(image_newline=not single),
         source_config=raw,
-        extra_arrays={NEWLINE_FILE: newline.numpy(), SEPARATOR_FILE: separator.numpy()},
+        extra_arrays=extras,
         extra_files={"tokenizer.json": text},
         tokenizer=tok,
     )

@@ -8,8 +8,6 @@ from dataclasses import dataclass
 
 ARCHITECTURE = "InternLMXComposer2ForCausalLM"
 ROPE_TYPES = ("default", "linear", "dynamic")
-DEFAULT_HD_NUM = 24  # chat()'s hd_num: the most local tiles per picture
-MULTI_IMAGE_HD_NUM = 6  # interleav_wrap_chat: with several pictures, hd_num is 6 whatever was asked
 PROMPT_CAP = 16384  # interleav_wrap_chat's max_length: the prompt is cut there
 
 
@@ -32,7 +30,7 @@ class XComposer2Config:
     rope_factor: float
     max_position_embeddings: int
     tie_word_embeddings: bool
-    hd_num: int
+    hd_num: int | None  # config.json's; None: the variant's chat() default (variants.py)
 
     @property
     def head_dim(self) -> int:
@@ -104,7 +102,7 @@ def parse_config(config: dict) -> XComposer2Config:
         rope_factor=factor,
         max_position_embeddings=_need(config, "max_position_embeddings", int, 2048),
         tie_word_embeddings=_need(config, "tie_word_embeddings", bool, False),
-        hd_num=_need(config, "hd_num", int, DEFAULT_HD_NUM),
+        hd_num=None if config.get("hd_num") is None else _need(config, "hd_num", int),
     )
     _check(c)
     return c
@@ -118,7 +116,7 @@ def _check(c: XComposer2Config) -> None:
         problems.append(f"num_attention_heads {c.num_heads} must be a multiple of num_key_value_heads {c.num_kv_heads}")
     if (c.hidden_size // c.num_heads) % 2:
         problems.append(f"the head size {c.hidden_size // c.num_heads} must be even (rotary halves)")
-    if c.hd_num < 1:
+    if c.hd_num is not None and c.hd_num < 1:
         problems.append(f"hd_num {c.hd_num} must be at least 1 (local tiles per picture)")
     if min(c.vocab_size, c.intermediate_size, c.num_layers) < 1:
         problems.append("vocab_size, intermediate_size and num_hidden_layers must be positive")

@@ -72,21 +72,29 @@ def image_spec(model_dir: Path, config) -> ImageSpec:
 
 def prepare(model_dir: Path) -> FamilyExport:
     model = load(model_dir)
+    return newline_export(model, "llava_next", ARCHITECTURES[0], image_spec(model_dir, model.config))
+
+
+def newline_export(model, family: str, architecture: str, image: ImageSpec, check=None) -> FamilyExport:
+    """LLaVA's graphs with ``image_newline`` kept as an artifact (LLaVA-NeXT, LLaVA-OneVision);
+    ``check(config, features)`` sees the tower's example features before anything is built on them."""
     config = model.config
     vision = vision_graph(model, config)
     with torch.no_grad():
         features = vision.module(*vision.example_inputs).contiguous()
+    if check is not None:
+        check(config, features)
     text = config.text_config
     num_layers, kv_heads, head_dim = kv_layout(text)
     embed = model.get_input_embeddings().weight.detach()
     newline = model.model.image_newline.detach().float().numpy()  # (hidden,)
     return FamilyExport(
-        family="llava_next",
-        architecture=ARCHITECTURES[0],
+        family=family,
+        architecture=architecture,
         graphs=[vision, connector_graph(model, config, features),
                 decoder_graph(model.model.language_model, model.lm_head, text)],
         embed_tokens=embed,
-        image=image_spec(model_dir, config),
+        image=image,
         llm=LLMSpec(
             num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
             vocab_size=embed.shape[0], max_context=int(getattr(text, "max_position_embeddings", 4096)),
