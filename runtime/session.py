@@ -22,6 +22,13 @@ class EngineSession(Protocol):
 
 
 def physical_cores() -> int:
+    """ONNX Runtime's default intra-op threads: $VLMFORGE_THREADS, else the physical cores (a
+    process sharing the machine — several test workers, other services — should set it)."""
+    env = os.environ.get("VLMFORGE_THREADS")
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"VLMFORGE_THREADS={env!r} is not a positive integer")
+        return int(env)
     try:
         import psutil
 

@@ -489,8 +489,10 @@ def test_4khd_tiling_and_packing_follow_the_original(tiny_4khd, size):
 def test_4khd_embeddings_and_greedy_tokens_equal_the_original(tiny_4khd, tmp_path):
     """Our export of the 4KHD checkpoint: image embeddings (kernel → vision → connector → packing)
     within 1e-4 of the re-parametrised oracle's encode_img, and 24 greedy tokens identical on a
-    wide, a tall (transpose branch, centred left/right padding) and a square picture."""
+    wide, a tall (transpose branch, centred left/right padding) and a square picture, with the
+    IXC2-era chat wrapping (tests/ixc2_era.py)."""
     import ixc2_4khd
+    import ixc2_era
     from PIL import Image
 
     from vlmforge.runtime.stats import StageTimer
@@ -504,6 +506,12 @@ def test_4khd_embeddings_and_greedy_tokens_equal_the_original(tiny_4khd, tmp_pat
         ref = model.encode_img(str(path), 4)[0].numpy()
         ours = pipe.encode_image(images[0], StageTimer())
         assert ours.shape == ref.shape and np.abs(ours - ref).max() < 1e-4
-        for image in images:
-            compare(pipe, model, tmp_path, [image], user(None, QUERY), QUERY)
+        for image in images:  # the IXC2-era chat(): meta instruction, a BOS before every text part
+            Image.fromarray(image).save(path)
+            ours = pipe.generate(messages=user(None, QUERY), images=[image], max_new_tokens=24, ignore_eos=True)
+            with torch.no_grad():
+                wrapped, im_mask = ixc2_era.interleav_wrap_chat(model, model.tokenizer, "<ImageHere>" + QUERY,
+                                                                model.encode_img(str(path), 4), [], ixc2_era.META)
+            theirs = h.greedy(model, {"inputs_embeds": wrapped["inputs_embeds"], "im_mask": im_mask}, 24)
+            assert_same_tokens(ours.token_ids, theirs, 24, set())
     assert pipe.manifest.image.preprocess.hd_padding == "center" and pipe.manifest.image.preprocess.tile_size == 336

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def test_runtime_imports_no_heavy_frameworks():
     code = (
@@ -44,3 +46,13 @@ def test_fast_and_public_bindings_decode_alike(tiny_llava, rng):
     assert fast.cache.num_tokens == public.cache.num_tokens == 14
     for x, y in zip(fast.cache.values, public.cache.values):
         np.testing.assert_array_equal(x.numpy(), y.numpy())
+
+
+def test_onnxruntime_threads_follow_vlmforge_threads(monkeypatch):
+    from vlmforge.runtime.session import physical_cores
+
+    monkeypatch.setenv("VLMFORGE_THREADS", "3")
+    assert physical_cores() == 3
+    monkeypatch.setenv("VLMFORGE_THREADS", "0")
+    with pytest.raises(ValueError, match="VLMFORGE_THREADS"):
+        physical_cores()

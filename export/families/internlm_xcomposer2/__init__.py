@@ -115,9 +115,9 @@ def image_spec(c: XComposer2Config, clip, image_token_id: int) -> ImageSpec:
     )
 
 
-def tokenizer(model_dir: Path, c: XComposer2Config, single_view: bool = False) -> tuple[str, TokenizerSpec, int]:
-    """(tokenizer.json, its spec, the image slots' id: one past the tokenizer's pieces);
-    ``single_view``: IXC2-VL's chat format."""
+def tokenizer(model_dir: Path, c: XComposer2Config, chat: str = "ixc2.5") -> tuple[str, TokenizerSpec, int]:
+    """(tokenizer.json, its spec, the image slots' id: one past the tokenizer's pieces); ``chat``:
+    the variant's chat format ("ixc2": IXC2-VL's and 4KHD's, "ixc2.5": the oracle's)."""
     text, sp = convert(model_dir, IMAGE_TOKEN)
     if len(sp.pieces) > c.vocab_size:
         raise ValueError(f"tokenizer.model has {len(sp.pieces)} pieces but config.json's vocab_size is {c.vocab_size}: "
@@ -129,7 +129,7 @@ def tokenizer(model_dir: Path, c: XComposer2Config, single_view: bool = False) -
     bos, eos = sp.pieces[sp.bos_id].piece, sp.pieces[sp.eos_id].piece
     spec = TokenizerSpec(path="tokenizer.json", bos_token_id=sp.bos_id, eos_token_ids=sorted({sp.eos_id, end}),
                          pad_token_id=sp.eos_id,
-                         chat_template=vl_chat_template(bos) if single_view else chat_template(),
+                         chat_template=vl_chat_template(bos) if chat == "ixc2" else chat_template(),
                          special_tokens={"bos_token": bos, "eos_token": eos, "image_token": IMAGE_TOKEN})
     return text, spec, len(sp.pieces)
 
@@ -158,8 +158,8 @@ def prepare(model_dir: Path) -> FamilyExport:
     c = parse_config(raw)
     state = load_state_dict(model_dir)
     single = is_single_view(state)
-    text, tok, image_token_id = tokenizer(model_dir, c, single)
     tower, clip = build_tower(model_dir, state)
+    text, tok, image_token_id = tokenizer(model_dir, c, (IXC2_VL if single else variant_for(clip.image_size)).chat)
     width = (IXC2_VL.merge if single else 2) ** 2 * clip.hidden_size
     proj = build_projector(state, width, c.hidden_size)
     decoder, embed = build_decoder(state, c)

@@ -54,7 +54,7 @@ def _literal(text: str) -> str:
 
 
 def vl_chat_template(bos: str) -> str:
-    """IXC2-VL's chat(): the system turn (VL_META by default; an empty system message drops it).
+    """The IXC2-era chat() (IXC2-VL, IXC2-4KHD): the system turn (VL_META by default; an empty system message drops it).
     With pictures (interleav_wrap_chat) each text part between them is tokenised on its own with
     BOS — the tokenizer's BOS is the first part's, ``bos`` follows every picture whose next part
     has text — and a picture stands where its item is (no auto-placement). Without pictures

@@ -9,7 +9,9 @@ the local grid with ``sub_GN`` after every token row; they differ only in these 
 * IXC2-4KHD (the original checkpoint, 336-px CLIP ViT-L/14 ``openai/clip-vit-large-patch14-336``):
   no scale cap, padding centred (``top_padding = int((tar - height) / 2)``, i.e. left/right of a
   portrait picture after the transpose back), 24×24 patches → 12×12 merged tokens per tile;
-  chat() takes one picture and tiles it with hd_num 25 unless config.json says otherwise.
+  chat() takes one picture and tiles it with hd_num 25 unless config.json says otherwise; its chat
+  format is the IXC2-era one (IXC2-VL's: the default meta instruction, a BOS before every text part
+  — its evaluation script's chat() calls that interleav_wrap_chat), not IXC-2.5's.
 
 IXC2-VL (``internlm-xcomposer2-vl-7b``) is no HD variant but one view (``SingleView``): the
 picture resized to the tower's square (490 px, bicubic), CLIP ViT-L/14-336 whose 24×24 position
@@ -32,10 +34,13 @@ class HDVariant:
     cap_scale: bool  # kernels' hd_cap_scale
     multi_image_hd_num: int  # hd_num with several pictures in one prompt; 0: hd_num
     default_hd_num: int  # chat()'s hd_num when config.json has none
+    # chat(): "ixc2.5" (BOS once, a lone picture in front, no default system turn) or "ixc2" (the
+    # IXC2-era wrapping: the default meta instruction, every text part with its own BOS)
+    chat: str
 
 
-IXC2D5 = HDVariant("IXC-2.5", 560, "end", True, 6, 24)
-IXC2_4KHD = HDVariant("IXC2-4KHD", 336, "center", False, 0, 25)
+IXC2D5 = HDVariant("IXC-2.5", 560, "end", True, 6, 24, "ixc2.5")
+IXC2_4KHD = HDVariant("IXC2-4KHD", 336, "center", False, 0, 25, "ixc2")
 VARIANTS = {v.tile: v for v in (IXC2D5, IXC2_4KHD)}
 
 
@@ -49,6 +54,7 @@ class SingleView:
 
     name: str = "IXC2-VL"
     merge: int = 1  # tokens merged per side before vision_proj (the HD variants: 2)
+    chat: str = "ixc2"  # as HDVariant.chat
 
 
 IXC2_VL = SingleView()
