@@ -4,7 +4,6 @@ and the special token ids the decode loop needs."""
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,6 +37,17 @@ def _eos_ids(model_dir: Path, tokenizer) -> list[int]:
     return sorted(set(int(i) for i in ids))
 
 
+def tokenizer_json(tokenizer, image_token: str) -> tuple[str, dict]:
+    """A transformers fast tokenizer → (its tokenizer.json text, the manifest's special tokens by name)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        text = (Path(tmp) / "tokenizer.json").read_text()
+    special = {name: getattr(tokenizer, name) for name in ("bos_token", "eos_token", "pad_token", "unk_token")
+               if getattr(tokenizer, name, None)}
+    special["image_token"] = image_token
+    return text, special
+
+
 def export_tokenizer(model_dir: Path, out_dir: Path, image_token: str, image_token_id: int) -> TokenizerSpec:
     from transformers import AutoTokenizer
 
@@ -53,15 +63,8 @@ def export_tokenizer(model_dir: Path, out_dir: Path, image_token: str, image_tok
             f"the tokenizer maps {image_token!r} to id {got} but the model config says {image_token_id}; "
             "the checkpoint's tokenizer and config do not belong together"
         )
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer.save_pretrained(tmp)
-        shutil.copy(Path(tmp) / "tokenizer.json", out_dir / "tokenizer.json")
-    special = {
-        name: getattr(tokenizer, name)
-        for name in ("bos_token", "eos_token", "pad_token", "unk_token")
-        if getattr(tokenizer, name, None)
-    }
-    special["image_token"] = image_token
+    text, special = tokenizer_json(tokenizer, image_token)
+    (out_dir / "tokenizer.json").write_text(text)
     return TokenizerSpec(
         path="tokenizer.json",
         bos_token_id=tokenizer.bos_token_id,

@@ -86,3 +86,16 @@ def assert_cached_step_equals_forward(pipe, language_model, lm_head, hidden: int
         out = language_model(inputs_embeds=torch.as_tensor(inputs))
         want = lm_head(out.last_hidden_state)[0, -1].numpy()
     assert np.abs(logits - want).max() < atol
+
+
+def assert_batched_and_chat_equal_solo(pipe, requests, chat_images):
+    """``requests`` decoded together give their solo tokens, and a chat's second turn (the first about
+    ``chat_images``) gives the tokens of the whole conversation run cold; returns that turn's result."""
+    solo = [pipe.generate(**r.kwargs()).token_ids for r in requests]
+    assert [r.token_ids for r in pipe.generate_batch(requests)] == solo
+    chat = pipe.chat()
+    chat.send("Look.", images=chat_images, max_new_tokens=6)
+    second = chat.send("And now?", max_new_tokens=8)
+    fresh = pipe.generate(messages=chat.messages[:-1], images=chat_images, max_new_tokens=8)
+    assert second.token_ids == fresh.token_ids
+    return second

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import random_images
-from parity import assert_logits_every_step, assert_same_tokens
+from parity import assert_batched_and_chat_equal_solo, assert_logits_every_step, assert_same_tokens
 
 SEED = 20261203
 ATOL = 1e-4
@@ -206,13 +206,7 @@ def test_batched_and_chat(tiny, rng):
     reqs = [Request(messages=user("a", None, "b"), images=images[:1], max_new_tokens=8),
             Request(messages=user(None, "and", None), images=images, max_new_tokens=8),
             Request(messages=user("text alone"), images=[], max_new_tokens=8)]
-    solo = [pipe.generate(**r.kwargs()).token_ids for r in reqs]
-    assert [r.token_ids for r in pipe.generate_batch(reqs)] == solo
-    chat = pipe.chat()
-    chat.send("Look.", images=images[:1], max_new_tokens=6)
-    second = chat.send("And now?", max_new_tokens=8)
-    fresh = pipe.generate(messages=chat.messages[:-1], images=images[:1], max_new_tokens=8)
-    assert second.token_ids == fresh.token_ids
+    assert_batched_and_chat_equal_solo(pipe, reqs, images[:1])
 
 
 def test_tensorrt_profiles_and_trtexec_lines(tiny):

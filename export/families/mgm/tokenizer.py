@@ -5,10 +5,10 @@ into the picture's slots, whose embedding row is never read."""
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from ....runtime.manifest import TokenizerSpec
+from ...tokenizer import tokenizer_json
 
 IMAGE_TOKEN = "<image>"
 
@@ -30,12 +30,7 @@ def load_tokenizer(root: Path):
 def tokenizer_files(root: Path, template: str) -> tuple[str, TokenizerSpec, int]:
     """(tokenizer.json text, its spec, the image token's id)."""
     tokenizer = load_tokenizer(root)
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer.save_pretrained(tmp)
-        text = (Path(tmp) / "tokenizer.json").read_text()
-    special = {name: getattr(tokenizer, name) for name in ("bos_token", "eos_token", "pad_token", "unk_token")
-               if getattr(tokenizer, name, None)}
-    special["image_token"] = IMAGE_TOKEN
+    text, special = tokenizer_json(tokenizer, IMAGE_TOKEN)
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     spec = TokenizerSpec(path="tokenizer.json", bos_token_id=tokenizer.bos_token_id, eos_token_ids=eos,
                          pad_token_id=tokenizer.pad_token_id, chat_template=template, special_tokens=special)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
-import tempfile
 from pathlib import Path
 
 from ....runtime.manifest import TokenizerSpec
+from ...tokenizer import tokenizer_json
 
 IMAGE_TOKEN = "<image>"
 MEDIA_TOKENS = ("<image>", "<vila/video>")  # llava/constants.py MEDIA_TOKENS, added in this order
@@ -86,12 +86,7 @@ def eos_ids(root: Path, tokenizer) -> list[int]:
 
 def tokenizer_files(root: Path, tokenizer, raw: dict) -> tuple[str, TokenizerSpec]:
     """(tokenizer.json text, its spec) for the manifest."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tokenizer.save_pretrained(tmp)
-        text = (Path(tmp) / "tokenizer.json").read_text()
-    special = {name: getattr(tokenizer, name) for name in ("bos_token", "eos_token", "pad_token", "unk_token")
-               if getattr(tokenizer, name, None)}
-    special["image_token"] = IMAGE_TOKEN
+    text, special = tokenizer_json(tokenizer, IMAGE_TOKEN)
     return text, TokenizerSpec(path="tokenizer.json", bos_token_id=tokenizer.bos_token_id,
                                eos_token_ids=eos_ids(root, tokenizer), pad_token_id=tokenizer.pad_token_id,
                                chat_template=chat_template(tokenizer, raw), special_tokens=special)
