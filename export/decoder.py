@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..runtime.manifest import LLMSpec
 from .graphs import DecoderWithCache
 from .grouped_attention import use_grouped_attention
 from .onnx_export import GraphExport
@@ -16,6 +17,18 @@ def kv_layout(text_config) -> tuple[int, int, int]:
     kv_heads = getattr(text_config, "num_key_value_heads", None) or heads
     head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // heads
     return text_config.num_hidden_layers, kv_heads, head_dim
+
+
+def text_llm_spec(text_config, vocab_size: int, max_context: int | None = None, default_context: int = 4096,
+             **fields) -> LLMSpec:
+    """The manifest's LLM section for a transformers text config: its KV layout and width, the
+    context (``max_position_embeddings``, else ``default_context``) and any further ``fields``."""
+    num_layers, kv_heads, head_dim = kv_layout(text_config)
+    if max_context is None:
+        max_context = int(getattr(text_config, "max_position_embeddings", None) or default_context)
+    return LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim,
+                   hidden_size=text_config.hidden_size, vocab_size=int(vocab_size), max_context=max_context,
+                   **fields)
 
 
 def cache_names(num_layers: int) -> tuple[list[str], list[str]]:

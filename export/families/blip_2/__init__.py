@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec
-from ...decoder import decoder_graph, kv_layout
+from ...decoder import decoder_graph, text_llm_spec
 from ...graphs import VisionLastHidden
 from ...onnx_export import GraphExport
 from ...preprocess import clip_style_spec, read_processor_config
@@ -66,11 +66,7 @@ def image_spec(model_dir: Path, config) -> ImageSpec:
 
 
 def llm_spec(text, vocab_size: int) -> LLMSpec:
-    num_layers, kv_heads, head_dim = kv_layout(text)
-    return LLMSpec(
-        num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
-        vocab_size=vocab_size, max_context=int(getattr(text, "max_position_embeddings", 2048)),
-    )
+    return text_llm_spec(text, vocab_size, default_context=2048)
 
 
 def prepare_query_model(model, model_dir: Path, family: str, architecture: str, connector_graph, image: ImageSpec,

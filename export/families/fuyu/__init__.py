@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 from ....kernels.spec import PreprocessSpec
-from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec
-from ...decoder import decoder_graph, kv_layout
+from ....runtime.manifest import Capabilities, ImageSpec
+from ...decoder import decoder_graph, text_llm_spec
 from ...graphs import Connector
 from ...onnx_export import GraphExport
 from ...preprocess import read_processor_config
@@ -80,7 +80,6 @@ def prepare(model_dir: Path) -> FamilyExport:
         dims={"image_features": {0: "num_patches"}},
     )
     text = config.text_config
-    num_layers, kv_heads, head_dim = kv_layout(text)
     embed = model.get_input_embeddings().weight.detach()
     ids = tokenizer_ids(model_dir)
     return FamilyExport(
@@ -92,8 +91,7 @@ def prepare(model_dir: Path) -> FamilyExport:
             image_token=IMAGE_TOKEN, image_token_id=ids[IMAGE_TOKEN], preprocess=preprocess_spec(model_dir, config),
             placement="prefix", newline_token_id=ids[NEWLINE_TOKEN],
         ),
-        llm=LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
-                    vocab_size=embed.shape[0], max_context=int(text.max_position_embeddings)),
+        llm=text_llm_spec(text, embed.shape[0], int(text.max_position_embeddings)),
         capabilities=Capabilities(image_newline=True),
         source_config=config.to_dict(),
         prompt_suffix=ANSWER_TOKEN,

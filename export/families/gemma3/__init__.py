@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
-from ....runtime.manifest import AttentionSpec, Capabilities, ImageSpec, LLMSpec, TilePromptSpec
+from ....runtime.manifest import AttentionSpec, Capabilities, ImageSpec, TilePromptSpec
 from ...attention import SpanDecoderWithCache
-from ...decoder import EXAMPLE_SEQ, EXAMPLE_WINDOW_PAST, decoder_graph, embedding_table, kv_layout
+from ...decoder import EXAMPLE_SEQ, EXAMPLE_WINDOW_PAST, decoder_graph, embedding_table, text_llm_spec
 from ...graphs import Connector, VisionLastHidden
 from ...onnx_export import GraphExport
 from ...preprocess import clip_style_spec, read_processor_config
@@ -119,7 +119,6 @@ def prepare(model_dir: Path) -> FamilyExport:
     model = load(model_dir)
     config = model.config
     text = config.text_config
-    num_layers, kv_heads, head_dim = kv_layout(text)
     window, bounded, keep = window_layers(text)
     embed = embedding_table(model)
     return FamilyExport(
@@ -128,10 +127,9 @@ def prepare(model_dir: Path) -> FamilyExport:
         graphs=[*vision_graphs(model, config), llm_graph(model, text)],
         embed_tokens=embed,
         image=image_spec(model_dir, config),
-        llm=LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
-                    vocab_size=embed.shape[0], max_context=int(text.max_position_embeddings),
-                    attention=AttentionSpec(pattern="image", window=window, window_layers=bounded,
-                                            window_cache=keep)),
+        llm=text_llm_spec(text, embed.shape[0], int(text.max_position_embeddings),
+                          attention=AttentionSpec(pattern="image", window=window, window_layers=bounded,
+                                                  window_cache=keep)),
         capabilities=Capabilities(),
         source_config=config.to_dict(),
     )

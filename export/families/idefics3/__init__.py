@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from ....kernels.spec import PreprocessSpec
-from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec, TilePromptSpec
-from ...decoder import decoder_graph, embedding_table, kv_layout
+from ....runtime.manifest import Capabilities, ImageSpec, TilePromptSpec
+from ...decoder import decoder_graph, embedding_table, text_llm_spec
 from ...preprocess import read_processor_config
 from .. import read_config
 from ..base import FamilyExport, load_pretrained
@@ -157,7 +157,6 @@ def prepare(model_dir: Path) -> FamilyExport:
     with torch.no_grad():
         features = vision.module(*vision.example_inputs).contiguous()
     text = config.text_config
-    num_layers, kv_heads, head_dim = kv_layout(text)
     embed = embedding_table(model)
     return FamilyExport(
         family="idefics3",
@@ -166,8 +165,7 @@ def prepare(model_dir: Path) -> FamilyExport:
                 decoder_graph(model.model.text_model, model.lm_head, text)],
         embed_tokens=embed,
         image=image,
-        llm=LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
-                    vocab_size=embed.shape[0], max_context=int(getattr(text, "max_position_embeddings", 4096))),
+        llm=text_llm_spec(text, embed.shape[0]),
         capabilities=Capabilities(),
         source_config=config.to_dict(),
     )

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec
-from ...decoder import decoder_graph, kv_layout
+from ....runtime.manifest import Capabilities, ImageSpec
+from ...decoder import decoder_graph, text_llm_spec
 from ...graphs import Connector, VisionFeatures
 from ...onnx_export import GraphExport
 from ...preprocess import clip_style_spec, read_processor_config
@@ -82,7 +82,6 @@ def prepare(model_dir: Path) -> FamilyExport:
     with torch.no_grad():
         features = vision.module(*vision.example_inputs).contiguous()
     text = config.text_config
-    num_layers, kv_heads, head_dim = kv_layout(text)
     embed = model.get_input_embeddings().weight.detach()
     return FamilyExport(
         family="llava",
@@ -91,14 +90,7 @@ def prepare(model_dir: Path) -> FamilyExport:
             model.model.language_model, model.lm_head, text)],
         embed_tokens=embed,
         image=image_spec(model_dir, config),
-        llm=LLMSpec(
-            num_layers=num_layers,
-            num_kv_heads=kv_heads,
-            head_dim=head_dim,
-            hidden_size=text.hidden_size,
-            vocab_size=embed.shape[0],
-            max_context=int(getattr(text, "max_position_embeddings", 4096)),
-        ),
+        llm=text_llm_spec(text, embed.shape[0]),
         capabilities=Capabilities(),
         source_config=config.to_dict(),
     )

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from ....kernels.spec import PreprocessSpec
-from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec
-from ...decoder import decoder_graph, kv_layout
+from ....runtime.manifest import Capabilities, ImageSpec
+from ...decoder import decoder_graph, text_llm_spec
 from ...preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, read_processor_config
 from ..base import FamilyExport, load_pretrained
 from ..llava import IMAGE_TOKEN, connector_graph, vision_graph
@@ -85,7 +85,6 @@ def newline_export(model, family: str, architecture: str, image: ImageSpec, chec
     if check is not None:
         check(config, features)
     text = config.text_config
-    num_layers, kv_heads, head_dim = kv_layout(text)
     embed = model.get_input_embeddings().weight.detach()
     newline = model.model.image_newline.detach().float().numpy()  # (hidden,)
     return FamilyExport(
@@ -95,10 +94,7 @@ def newline_export(model, family: str, architecture: str, image: ImageSpec, chec
                 decoder_graph(model.model.language_model, model.lm_head, text)],
         embed_tokens=embed,
         image=image,
-        llm=LLMSpec(
-            num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
-            vocab_size=embed.shape[0], max_context=int(getattr(text, "max_position_embeddings", 4096)),
-        ),
+        llm=text_llm_spec(text, embed.shape[0]),
         capabilities=Capabilities(image_newline=True),
         source_config=config.to_dict(),
         extra_arrays={NEWLINE_FILE: newline.astype(np.float32)},

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec, VisionTowerSpec
-from ...decoder import decoder_graph, kv_layout
+from ....runtime.manifest import Capabilities, ImageSpec, VisionTowerSpec
+from ...decoder import decoder_graph, text_llm_spec
 from ...graphs import VisionFeatures
 from ...onnx_export import GraphExport
 from ...original_weights import load_into, load_state_dict, under
@@ -136,16 +136,13 @@ def prepare(model_dir: Path) -> FamilyExport:
                          "tokenizer and the checkpoint do not belong together")
     if image_id == embed.shape[0]:  # the image slot's own row: always overwritten by image embeddings
         embed = torch.cat([embed, embed.new_zeros(1, embed.shape[1])])
-    num_layers, kv_heads, head_dim = kv_layout(llm.config)
     return FamilyExport(
         family="mgm",
         architecture=ARCHITECTURES[0],
         graphs=[*graphs(c, clip, aux, conn), decoder_graph(llm.model, llm.lm_head, llm.config)],
         embed_tokens=embed,
         image=image_spec(c, clip.config, image_id),
-        llm=LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim,
-                    hidden_size=llm.config.hidden_size, vocab_size=llm.config.vocab_size,
-                    max_context=int(llm.config.max_position_embeddings)),
+        llm=text_llm_spec(llm.config, llm.config.vocab_size, int(llm.config.max_position_embeddings)),
         capabilities=Capabilities(),
         source_config=c.raw,
         extra_files={"tokenizer.json": text},

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from ....runtime.manifest import AttentionSpec, Capabilities, ImageSpec, LLMSpec, PositionSpec
+from ....runtime.manifest import AttentionSpec, Capabilities, ImageSpec, PositionSpec
 from ...attention import SpanDecoderWithCache
-from ...decoder import EXAMPLE_BATCH, EXAMPLE_SEQ, decoder_graph, embedding_table, kv_layout
+from ...decoder import EXAMPLE_BATCH, EXAMPLE_SEQ, decoder_graph, embedding_table, text_llm_spec
 from ...graphs import Connector, VisionLastHidden
 from ...onnx_export import GraphExport
 from ...preprocess import clip_style_spec, read_processor_config
@@ -73,7 +73,6 @@ def prepare(model_dir: Path) -> FamilyExport:
     vision = vision_graph(model, config)
     with torch.no_grad():
         features = vision.module(*vision.example_inputs).contiguous()
-    num_layers, kv_heads, head_dim = kv_layout(text)
     embed = embedding_table(model)
     proc = read_processor_config(model_dir)
     tokens = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
@@ -84,9 +83,8 @@ def prepare(model_dir: Path) -> FamilyExport:
         embed_tokens=embed,
         image=ImageSpec(image_token=IMAGE_TOKEN, image_token_id=int(config.image_token_id), placement="prefix",
                         preprocess=clip_style_spec(proc, tokens_per_tile=tokens)),
-        llm=LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
-                    vocab_size=embed.shape[0], max_context=context(text), positions=PositionSpec(offset=1),
-                    attention=AttentionSpec(pattern="prefix")),
+        llm=text_llm_spec(text, embed.shape[0], context(text), positions=PositionSpec(offset=1),
+                          attention=AttentionSpec(pattern="prefix")),
         capabilities=Capabilities(),
         source_config=config.to_dict(),
         tokenizer_overrides={"add_special_tokens": False, "prefix_ids": [int(text.bos_token_id)]},

@@ -24,7 +24,7 @@ import torch
 from ....kernels.native import native_geometry
 from ....kernels.spec import PreprocessSpec, TileLayout
 from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec, PositionSpec, TokenInput
-from ...decoder import decoder_graph, kv_layout
+from ...decoder import decoder_graph, text_llm_spec
 from ...graphs import Connector
 from ...onnx_export import GraphExport
 from ...preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, read_processor_config, read_video_processor_config
@@ -135,14 +135,12 @@ def llm_spec(config, vocab_size: int, merge_size: int) -> LLMSpec:
     """The decoder's KV layout, M-RoPE positions (Qwen2.5-VL: video time steps from
     tokens_per_second) and Qwen3-VL's DeepStack input."""
     text = config.text_config
-    num_layers, kv_heads, head_dim = kv_layout(text)
     per_second = float(getattr(config.vision_config, "tokens_per_second", 0) or 0)
     deepstack = len(getattr(config.vision_config, "deepstack_visual_indexes", ()) or ())
     inputs = [TokenInput(qwen3.DEEPSTACK_INPUT, "deepstack", deepstack)] if deepstack else []
-    return LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim, hidden_size=text.hidden_size,
-                   vocab_size=vocab_size, max_context=int(text.max_position_embeddings),
-                   positions=PositionSpec("mrope", spatial_merge_size=merge_size, tokens_per_second=per_second),
-                   token_inputs=inputs)
+    return text_llm_spec(text, vocab_size, int(text.max_position_embeddings),
+                         positions=PositionSpec("mrope", spatial_merge_size=merge_size, tokens_per_second=per_second),
+                         token_inputs=inputs)
 
 
 def prepare(model_dir: Path) -> FamilyExport:

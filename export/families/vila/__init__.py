@@ -20,8 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ....runtime.manifest import Capabilities, ImageSpec, LLMSpec
-from ...decoder import decoder_graph, embedding_table, kv_layout
+from ....runtime.manifest import Capabilities, ImageSpec
+from ...decoder import decoder_graph, embedding_table, text_llm_spec
 from ...graphs import VisionFeatures
 from ...onnx_export import GraphExport
 from ...original_weights import WeightsError, load_into, load_state_dict
@@ -115,16 +115,13 @@ def prepare(model_dir: Path) -> FamilyExport:
                          "tokenizer and the language model do not belong together")
     projector = build_projector(c, tower.config, embed, end_token_ids(tokenizer))
     text, tok = tokenizer_files(c.root, tokenizer, c.raw)
-    num_layers, kv_heads, head_dim = kv_layout(llm.config)
     return FamilyExport(
         family="vila",
         architecture=ARCHITECTURES[0],
         graphs=[*vision_graphs(tower, projector, c), decoder_graph(llm.model, llm.lm_head, llm.config)],
         embed_tokens=embed,
         image=image_spec(c, tower.config, image_token_id, projector.num_tokens()),
-        llm=LLMSpec(num_layers=num_layers, num_kv_heads=kv_heads, head_dim=head_dim,
-                    hidden_size=llm.config.hidden_size, vocab_size=embed.shape[0],
-                    max_context=int(getattr(llm.config, "max_position_embeddings", 4096))),
+        llm=text_llm_spec(llm.config, embed.shape[0]),
         capabilities=Capabilities(),
         source_config=c.raw,
         extra_files={"tokenizer.json": text},
