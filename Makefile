@@ -8,9 +8,10 @@ TORCH := torch==2.13.0
 # transformers is pinned for the tests and the demo: the parity tests and the oracles
 # (../shared/reference) are checked against this release
 TRANSFORMERS := transformers==5.24.0
-# the VILA and Mini-Gemini oracles (../shared/reference/vila, mgm) import timm and open_clip; both
-# declare torchvision, whose PyPI wheel cannot load beside torch+cpu: installed without dependencies
-ORACLE_NO_DEPS := timm==1.0.31 open_clip_torch==3.3.0
+# the VILA and Mini-Gemini oracles (../shared/reference/vila, mgm) import timm and open_clip, both declaring
+# torchvision, whose PyPI wheel cannot load beside torch+cpu; the CogVLM SAT oracle (../shared/reference/cogagent)
+# imports SwissArmyTransformer, which declares deepspeed (CUDA tooling to build): all installed without dependencies
+ORACLE_NO_DEPS := timm==1.0.31 open_clip_torch==3.3.0 SwissArmyTransformer==0.4.12
 
 # A second environment with only the runtime (`pip install .`, as a Jetson image is built): the tests
 # run the runtime CLI in it against an export made by .venv, so a missing or extra dependency fails.

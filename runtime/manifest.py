@@ -23,7 +23,7 @@ VERSION = 1
 LM_HEADS = ("full", "screened")  # LLMSpec.head
 MANIFEST_NAME = "manifest.json"
 PLACEMENTS = ("inline", "prefix", "memory")
-POSITION_SCHEMES = ("consecutive", "mrope")  # runtime/positions/
+POSITION_SCHEMES = ("consecutive", "mrope", "shared_span")  # runtime/positions/
 ATTENTION_PATTERNS = ("causal", "prefix", "image")  # runtime/attention.py
 TOKEN_INPUT_KINDS = ("deepstack", "ntk_alpha", "image_mask", "cross_mask")  # runtime/token_inputs.py
 
@@ -82,7 +82,8 @@ class PositionSpec:
     consecutive: (1, seq) 0, 1, 2 …; mrope (Qwen2-VL): (3, 1, seq) temporal / row / column rows —
     text advances all three together, an image's tokens take their (t, row, column) in its token
     grid (the patch grid over ``spatial_merge_size``) from where the text stood, and the text
-    after it resumes past the image's largest position."""
+    after it resumes past the image's largest position; shared_span (CogVLM): (1, seq) — each image
+    run's first and last tokens take their own positions and its interior tokens share one."""
 
     scheme: str = "consecutive"
     spatial_merge_size: int = 1
@@ -141,6 +142,8 @@ class TokenInput:
 
     image_mask (InternLM-XComposer2's Partial LoRA): ``name`` (batch, seq) float — 1 at image slots,
     0 at text tokens and at every decode step; the graph adds its LoRA branches only where it is 1.
+    ``skip_last`` of each image's slots are 0 too (CogVLM's expert mask: its end-of-image token takes
+    the language expert).
 
     cross_mask (Mllama, runtime/cross_mask.py): ``name`` (batch, seq, memory) float — 1 where a token
     sees a memory row: each picture's ``tokens_per_tile`` rows per real tile, seen from its
@@ -153,6 +156,7 @@ class TokenInput:
     seq_length: int = 0  # ntk_alpha: the trained context length the prompt is measured against
     token_id: int = -1  # cross_mask: the token that stands for each picture in the prompt
     tokens_per_tile: int = 0  # cross_mask: memory rows per tile
+    skip_last: int = 0  # image_mask: each image's last slots left at 0
 
     def __post_init__(self):
         if self.kind not in TOKEN_INPUT_KINDS:
@@ -298,6 +302,8 @@ class ImageSpec:
     # pictures cut into tiles whose slot runs the prompt separates with text (row marks, a global
     # view tag): the text around each tile's run, from the tile grid; None: one run per picture
     tile_prompt: TilePromptSpec | None = None
+    # the most pictures one prompt (a whole chat) may hold; 0: any number (CogVLM was trained on one)
+    max_images: int = 0
 
     def __post_init__(self):
         if self.span is not None and (len(self.span) != 2 or not all(self.span)):

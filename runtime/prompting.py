@@ -34,6 +34,11 @@ class Prompter:
 
     def prompt_text(self, prompt: str | None, messages, num_images: int, num_videos: int = 0) -> str:
         """The prompt string: given, or rendered from chat messages with the model's template."""
+        limit = self.manifest.image.max_images
+        if limit and num_images > limit:
+            raise PromptError(f"this model takes at most {limit} image(s) per prompt (a chat counts all its turns), "
+                              f"and {num_images} were given; ask about one picture at a time, starting a new chat "
+                              "for the next")
         if (prompt is None) == (messages is None):
             raise PromptError("pass exactly one of prompt= (a string) or messages= (a chat)")
         if messages is None:

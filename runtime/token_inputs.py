@@ -11,8 +11,9 @@ token_spans (the attention pattern, ``llm.attention``): (1, seq) int64 span ids,
 ntk_alpha (Qwen-VL): (1,) float32, one value for the whole sequence (every prefill chunk and decode
 step): the original picks its dynamic-NTK α from the prompt's length at the prefill and keeps it.
 
-image_mask (InternLM-XComposer2): (1, seq) float32, 1 at every image and video slot, 0 at text
-tokens; a decode step (a generated text token) feeds (1, 1) zeros.
+image_mask (InternLM-XComposer2's LoRA, CogVLM's vision expert): (1, seq) float32, 1 at every image
+and video slot (but each one's last ``skip_last``), 0 at text tokens; a decode step (a generated text
+token) feeds (1, 1) zeros.
 
 cross_mask (Mllama): (1, seq, memory) float32, the memory rows each token sees (runtime/cross_mask.py);
 a decode step feeds the prompt's last row (1, 1, memory).
@@ -65,11 +66,11 @@ def ntk_alpha(prompt_tokens: int, seq_length: int) -> float:
     return float(max(2 ** math.ceil(math.log(prompt_tokens / seq_length, 2) + 1) - 1, 1))
 
 
-def image_mask(seq_len: int, slots: list[tuple[int, int]]) -> np.ndarray:
-    """(1, seq) float32: 1 at the slots (first position, count), 0 elsewhere."""
+def image_mask(seq_len: int, slots: list[tuple[int, int]], skip_last: int = 0) -> np.ndarray:
+    """(1, seq) float32: 1 at the slots (first position, count) but each one's last ``skip_last``, 0 elsewhere."""
     mask = np.zeros((1, seq_len), dtype=np.float32)
     for start, count in slots:
-        mask[0, start : start + count] = 1.0
+        mask[0, start : start + max(count - skip_last, 0)] = 1.0
     return mask
 
 
@@ -93,7 +94,8 @@ def plan_token_inputs(spec: LLMSpec, seq_len: int, slots: list[tuple[int, int]],
             feeds.decode[declared.name] = np.ascontiguousarray(mask[:, -1:])
             continue
         if declared.kind == "image_mask":
-            feeds.prefill[declared.name], feeds.seq_axes[declared.name] = image_mask(seq_len, slots), 1
+            mask = image_mask(seq_len, slots, declared.skip_last)
+            feeds.prefill[declared.name], feeds.seq_axes[declared.name] = mask, 1
             feeds.decode[declared.name] = np.zeros((1, 1), dtype=np.float32)
             continue
         shape = (declared.layers, 1, seq_len, spec.hidden_size)

@@ -1,4 +1,5 @@
-"""Family registry: ``model_type`` → family folder, resolved with importlib.
+"""Family registry: ``model_type`` (or, where a config has none, its architecture) → family folder,
+resolved with importlib.
 
 Each folder is a module with ``ARCHITECTURES`` and ``prepare(model_dir) -> FamilyExport``.
 """
@@ -31,7 +32,10 @@ FAMILIES = {
     "idefics3": ("idefics3", "smolvlm"),  # Idefics3 and SmolVLM / SmolVLM2: one folder, a per-version table
     "mgm": ("mgm",),  # Mini-Gemini (Llama): our own implementation of the original checkpoint layout
     "mllama": ("mllama",),  # Llama-3.2-Vision: cross-attention layers over the image tiles
+    "cogvlm": ("cogvlm", "cogvlm2"),  # CogVLM v1 and CogVLM2: our own implementation, original weight names
 }
+# checkpoints whose config.json names no model_type (THUDM's cogvlm-chat-hf): found by architecture
+ARCHITECTURES = {"CogVLMForCausalLM": "cogvlm"}
 _ALIASES = {model_type: folder for folder, types in FAMILIES.items() for model_type in types}
 
 
@@ -58,6 +62,8 @@ def resolve(config: dict):
     """The family module for a checkpoint config; a clear error naming the supported ones otherwise."""
     model_type = config.get("model_type", "")
     folder = _ALIASES.get(model_type)
+    if folder is None and not model_type:
+        folder = next((ARCHITECTURES[a] for a in config.get("architectures") or [] if a in ARCHITECTURES), None)
     if folder is None:
         supported = sorted(_ALIASES)
         close = difflib.get_close_matches(model_type, supported, n=1, cutoff=0.4)

@@ -8,10 +8,10 @@ into the prefill's position_ids and says where decoding continues; the decode lo
 from __future__ import annotations
 
 from ..manifest import PositionSpec
-from . import consecutive, mrope
+from . import consecutive, mrope, shared_span
 from .base import Positions
 
-_SCHEMES = {"consecutive": consecutive.plan, "mrope": mrope.plan}
+_SCHEMES = {"consecutive": consecutive.plan, "mrope": mrope.plan, "shared_span": shared_span.plan}
 
 
 def plan_positions(spec: PositionSpec, seq_len: int, image_slots: list[tuple[int, int]],
