@@ -1,4 +1,4 @@
-"""Tiny random CogVLM checkpoints in the original layout (``config.json`` as THUDM writes it —
+"""Tiny random CogVLM and CogAgent checkpoints in the original layout (``config.json`` as THUDM writes it —
 ``CogVLMForCausalLM``, the vision block's ``num_heads`` / ``in_channels`` / ``num_positions``; v1
 without a model_type, CogVLM2 with ``num_multi_query_heads`` — weights by the original names, and a
 tokenizer), for tests and smoke runs. Tests pass the weights of the original code
@@ -34,9 +34,20 @@ def tiny_config(version: int = 1, *, vocab_size: int = 1000, hidden: int = 64, l
     return cfg
 
 
+def cogagent_config(base: dict, *, cross_image_size: int = 56, cross_compute_hidden_size: int = 128,
+                    template_version: str = "chat_old") -> dict:
+    """CogAgent's config.json: a v1 ``tiny_config`` plus the high-resolution branch's fields."""
+    cfg = {**base, "architectures": ["CogAgentForCausalLM"], "template_version": template_version,
+           "cross_image_size": cross_image_size, "cross_hidden_size": 1024,
+           "cross_compute_hidden_size": cross_compute_hidden_size}
+    cfg["auto_map"] = {"AutoConfig": "configuration_cogagent.CogAgentConfig",
+                       "AutoModelForCausalLM": "modeling_cogagent.CogAgentForCausalLM"}
+    return cfg
+
+
 def make_tiny_cogvlm(out_dir: str | Path, config: dict, state_dict=None, tokenizer=None) -> Path:
     """Write a checkpoint folder: ``config`` (tiny_config's layout), ``state_dict`` original-named
-    tensors (else random ones of our modules), ``tokenizer`` a transformers tokenizer (else a byte-level
+    tensors (else random ones of our modules; CogVLM configs only), ``tokenizer`` a transformers tokenizer (else a byte-level
     BPE trained here; its ids stay below the config's vocab_size)."""
     from safetensors.torch import save_file
 

@@ -12,6 +12,10 @@ Our reading of the original (dvlab-research/MGM ``mgm/serve/cli.py`` and ``mm_ut
 * MGM-HD (g > 1): that t·g view cut into g×g crops (row-major), then with ``image_global`` the
   t·g view bilinearly interpolated again to t×t, last.
 
+CogAgent (``dual_low="resize"``): both views are the picture itself resized (exact, the spec's
+resample) — the aux view to ``size``, the low-resolution one to ``tile_size``² — two fixed
+placements from the uint8 picture in one call, as its two torchvision transforms.
+
 Output: one flat float buffer, the low-resolution views (V, 3, t, t) first, then the aux view
 (1, 3, A, A); ``dual_views`` splits it into the two towers' inputs without copying. The aux
 placement runs in the C kernel when it is in use; the bilinear views are computed in float32 with
@@ -19,6 +23,7 @@ torch's tap order (separable: along width, then height)."""
 
 from __future__ import annotations
 
+import dataclasses
 from functools import lru_cache
 
 import numpy as np
@@ -56,6 +61,16 @@ def dual_views(pixels: np.ndarray, spec: PreprocessSpec) -> dict[str, np.ndarray
             "pixel_values_aux": pixels[split:].reshape(1, 3, side, side)}
 
 
+def resized_views(image: np.ndarray, spec: PreprocessSpec, pl, views: dict, backend: str) -> TileLayout:
+    """CogAgent: the aux view (spec's exact resize) and the low view (tile_size², same resample)."""
+    t = spec.tile_size
+    low = dataclasses.replace(spec, scheme="fixed", size=[t, t])
+    lut = normalise_lut(spec, views["pixel_values"].dtype)
+    run_placement(image, pl, spec, views["pixel_values_aux"], lut, backend)
+    run_placement(image, fixed_plan(image.shape[:2], low), low, views["pixel_values"], lut, backend)
+    return TileLayout(num_tiles=1, tile_hw=(t, t), num_image_tokens=spec.tokens_per_tile, grid=(1, 1))
+
+
 @lru_cache(maxsize=16)
 def _linear_taps(in_size: int, out_size: int):
     """torch's upsample_bilinear2d (align_corners=False) taps along one axis: (i0, i1, w0, w1)."""
@@ -83,6 +98,8 @@ def dual_tiles(image: np.ndarray, spec: PreprocessSpec, out: np.ndarray, backend
     """The aux view into its part of ``out`` (the placement), then the low-resolution views from it."""
     pl = fixed_plan(image.shape[:2], spec)
     views = dual_views(out, spec)
+    if spec.dual_low == "resize":
+        return resized_views(image, spec, pl, views, backend)
     aux = views["pixel_values_aux"]
     if out.dtype == np.float32:
         run_placement(image, pl, spec, aux, normalise_lut(spec, np.float32), backend)

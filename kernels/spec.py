@@ -102,6 +102,10 @@ class PreprocessSpec:
     # low-resolution one, interpolated from it, cut into image_grid² crops (+ a global view) (kernels/dual.py)
     image_grid: int = 1
     image_global: bool = False
+    # dual: how the low-resolution view is made — "interpolate" (Mini-Gemini: bilinear from the
+    # normalised high-resolution view) or "resize" (CogAgent: the picture itself resized to tile_size²
+    # with the same resample, as a second fixed placement; image_grid 1)
+    dual_low: str = "interpolate"
 
     def __post_init__(self):
         from .resample import filter_name
@@ -155,10 +159,17 @@ class PreprocessSpec:
             raise ValueError(f"pan_and_scan needs size=[h, w], pan_min_crop > 0, pan_max_crops >= 2 and "
                              f"pan_min_ratio >= 1; got {self.size}, {self.pan_min_crop}, {self.pan_max_crops}, "
                              f"{self.pan_min_ratio}")
-        if self.scheme == "dual" and (t <= 0 or self.image_grid < 1 or (self.image_global and self.image_grid < 2)
-                                      or self.resize != "shortest_edge" or not self.crop):
-            raise ValueError(f"dual needs tile_size > 0, image_grid >= 1 (image_global only with image_grid >= 2) and "
-                             f"a shortest_edge resize with a crop; got {t}, {self.image_grid}, {self.image_global}, "
+        if self.scheme == "dual" and self.dual_low == "resize":
+            if t <= 0 or self.image_grid != 1 or self.resize != "exact" or self.crop or self.pad_to_square:
+                raise ValueError(f"dual with a resized low view needs tile_size > 0, image_grid 1 and an exact resize "
+                                 f"without crop or padding; got {t}, {self.image_grid}, {self.resize}, {self.crop}, "
+                                 f"{self.pad_to_square}")
+        elif self.scheme == "dual" and (self.dual_low != "interpolate" or t <= 0 or self.image_grid < 1
+                                        or (self.image_global and self.image_grid < 2)
+                                        or self.resize != "shortest_edge" or not self.crop):
+            raise ValueError(f"dual needs dual_low 'interpolate' or 'resize', tile_size > 0, image_grid >= 1 "
+                             f"(image_global only with image_grid >= 2) and a shortest_edge resize with a crop; got "
+                             f"{self.dual_low!r}, {t}, {self.image_grid}, {self.image_global}, "
                              f"{self.resize}, {self.crop}")
         if self.scheme == "patches":
             if len(self.size) != 2 or p <= 0 or self.size[0] % p or self.size[1] % p:

@@ -73,6 +73,9 @@ class Capabilities:
     # cross-attention decoders that also answer text alone (Mllama): a prompt without pictures gets one
     # zero memory row, whose zero values make every cross layer add nothing
     cross_attention_optional: bool = False
+    # the connector output that is the cross-attention memory (CogAgent: its high-resolution tower's
+    # features, beside the prompt's image tokens); "": the image embeddings themselves (BLIP, Mllama)
+    cross_memory: str = ""
 
 
 @dataclass
@@ -226,14 +229,19 @@ class TokenizerSpec:
 
 @dataclass
 class GroundingSpec:
-    """Boxes in the answer text (Qwen-VL: ``<ref>a cat</ref><box>(x1,y1),(x2,y2)</box>``), read into
-    ``result.boxes`` by runtime/grounding.py: coordinates run 0 … ``scale`` over the picture."""
+    """Boxes in the answer text, read into ``result.boxes`` by runtime/grounding.py: coordinates run
+    0 … ``scale`` over the picture. ``format`` "marks" (Qwen-VL): ``<ref>a cat</ref><box>(x1,y1),(x2,y2)</box>``;
+    "brackets" (CogVLM / CogAgent): ``a cat [[x1,y1,x2,y2]]`` (several boxes ``[[x1,y1,x2,y2;x1,y1,x2,y2]]``), labelled by
+    the words before them."""
 
     ref: list[str] = field(default_factory=lambda: ["<ref>", "</ref>"])
     box: list[str] = field(default_factory=lambda: ["<box>", "</box>"])
     scale: int = 1000
+    format: str = "marks"
 
     def __post_init__(self):
+        if self.format not in ("marks", "brackets"):
+            raise ManifestError(f"grounding format {self.format!r} is not 'marks' or 'brackets'")
         if len(self.ref) != 2 or len(self.box) != 2 or self.scale <= 0:
             raise ManifestError(f"grounding needs ref and box as [open, close] marks and a positive scale; got {self}")
 

@@ -356,7 +356,7 @@ class Pipeline:
         max_new = self._budget(prepared, request.max_new_tokens)
         with timer("merge"):
             inputs_embeds = self.merge(prepared, embeds)
-        inputs_embeds, decoder_ids, memory = self.attach_memory(inputs_embeds, prepared, embeds, timer)
+        inputs_embeds, decoder_ids, memory = self.attach_memory(inputs_embeds, prepared, self.memory_rows(media), timer)
         positions = self.positions(len(decoder_ids), prepared, media)
         feeds = plan_token_inputs(self.manifest.llm, len(decoder_ids), prepared.image_slots, media, decoder_ids)
         return Prepared(prepared, decoder_ids, inputs_embeds, positions, feeds, max_new, memory,
@@ -369,6 +369,14 @@ class Pipeline:
         grids = [(x.layout.frames, x.layout.grid[0] // m, x.layout.grid[1] // m) for x in media]
         slots = prepared.image_slots if seq_len == len(prepared.input_ids) else []  # encoder-decoder: start token only
         return plan_positions(spec, seq_len, slots, grids, [x.time_step for x in media])
+
+    def memory_rows(self, media: list[Media]) -> list[np.ndarray]:
+        """Each picture's cross-attention memory rows (rows, d): its embeddings, or the connector output
+        the manifest names (``capabilities.cross_memory``)."""
+        name = self.manifest.capabilities.cross_memory
+        if not name:
+            return [m.embeds for m in media]
+        return [m.extras[name].reshape(-1, m.extras[name].shape[-1]) for m in media]
 
     def attach_memory(self, inputs_embeds: np.ndarray, prepared: PreparedPrompt, image_embeds, timer: StageTimer):
         """For encoder-decoder models encode the prompt once and start the decoder from
@@ -388,7 +396,8 @@ class Pipeline:
             if not image_embeds and caps.cross_attention_optional:  # text alone: one zero row (see Capabilities)
                 image_embeds = [np.zeros((1, self.manifest.llm.hidden_size), dtype=np.float32)]
             if not image_embeds:
-                raise PromptError(f"{self.manifest.family} captions an image: pass one in images=[...]")
+                raise PromptError(f"{self.manifest.family} reads every token against a picture (cross-attention): "
+                                  "pass one in images=[...]")
             return inputs_embeds, prepared.input_ids, self.cross_memory(np.concatenate(image_embeds)[None], timer)
         return inputs_embeds, prepared.input_ids, None
 

@@ -20,14 +20,71 @@ def oracle_prompt(pipe, messages, num_images: int, pad_id: int) -> tuple[torch.T
     return torch.as_tensor(ids)[None], torch.as_tensor(types)[None]
 
 
+SAT_NAMES = [  # SAT name pattern → the HF checkpoint's, {i} the layer
+    ("mixins.eva.vit_model.mixins.patch_embedding.proj.", "model.vision.patch_embedding.proj."),
+    ("mixins.eva.vit_model.transformer.word_embeddings.weight", "model.vision.patch_embedding.cls_embedding"),
+    ("mixins.eva.vit_model.transformer.position_embeddings.", "model.vision.patch_embedding.position_embedding."),
+    ("mixins.eva.vit_model.transformer.layers.{i}.mlp.dense_h_to_4h.", "model.vision.transformer.layers.{i}.mlp.fc1."),
+    ("mixins.eva.vit_model.transformer.layers.{i}.mlp.dense_4h_to_h.", "model.vision.transformer.layers.{i}.mlp.fc2."),
+    ("mixins.eva.vit_model.transformer.layers.{i}.", "model.vision.transformer.layers.{i}."),
+    ("mixins.eva.", "model.vision."),
+    ("mixins.encoder.", "model.cross_vision."),  # CogAgent's high-resolution tower: the same names below
+    ("transformer.layers.{i}.cross_attention.", "model.layers.{i}.cross_attn."),
+    ("mixins.mlp.gate_proj.{i}.", "model.layers.{i}.mlp.language_mlp.gate_proj."),
+    ("mixins.mlp.vision_gate_proj.{i}.", "model.layers.{i}.mlp.vision_mlp.gate_proj."),
+    ("mixins.mlp.vision_dense_h_to_4h_list.{i}.", "model.layers.{i}.mlp.vision_mlp.up_proj."),
+    ("mixins.mlp.vision_dense_4h_to_h_list.{i}.", "model.layers.{i}.mlp.vision_mlp.down_proj."),
+    ("mixins.rotary.vision_query_key_value_list.{i}.", "model.layers.{i}.self_attn.vision_expert_query_key_value."),
+    ("mixins.rotary.vision_dense_list.{i}.", "model.layers.{i}.self_attn.vision_expert_dense."),
+    ("transformer.layers.{i}.attention.query_key_value.", "model.layers.{i}.self_attn.language_expert_query_key_value."),
+    ("transformer.layers.{i}.attention.dense.", "model.layers.{i}.self_attn.language_expert_dense."),
+    ("transformer.layers.{i}.mlp.dense_h_to_4h.", "model.layers.{i}.mlp.language_mlp.up_proj."),
+    ("transformer.layers.{i}.mlp.dense_4h_to_h.", "model.layers.{i}.mlp.language_mlp.down_proj."),
+    ("transformer.layers.{i}.", "model.layers.{i}."),
+    ("transformer.final_layernorm.", "model.norm."),
+    ("transformer.word_embeddings.", "model.embed_tokens."),
+    ("mixins.lm.lm_head.", "lm_head."),
+]
+
+
+def sat_to_hf(state: dict) -> dict:
+    """The SAT checkpoint's tensors under the HF checkpoint's names (its rotary buffer dropped)."""
+    import re
+
+    out = {}
+    for key, value in state.items():
+        if key.endswith(("rotary_emb.inv_freq", "rope.freqs_cos", "rope.freqs_sin")):
+            continue
+        for sat, hf in SAT_NAMES:
+            pattern = "^" + re.escape(sat).replace(r"\{i\}", r"(\d+)")
+            m = re.match(pattern, key)
+            if m:
+                out[(hf.replace("{i}", m.group(1)) if m.groups() else hf) + key[m.end():]] = value
+                break
+        else:
+            raise KeyError(f"no HF name for the SAT tensor {key}")
+    return out
+
+
+def sat_masks(types: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the SAT text processor marks for an image span of token type 1 (1, seq): the embedded
+    slots (boi, patches, eoi), the vision expert's (boi + patches) and the shared-position patches."""
+    expert, rope = torch.zeros_like(types), torch.zeros_like(types)
+    expert[:, :-1] = types[:, :-1] & types[:, 1:]  # eoi takes the language expert
+    rope[:, 1:-1] = types[:, 1:-1] & types[:, :-2] & types[:, 2:]  # the patches between boi and eoi
+    return {"vision_expert_mask": expert, "image_embed_mask": types.clone(), "image_rope_mask": rope}
+
+
 def llm_session(pipe):
     import onnxruntime as ort
 
     return ort.InferenceSession(str(pipe.root / pipe.manifest.graphs["llm"].path), providers=["CPUExecutionProvider"])
 
 
-def run_llm(session, llm, embeds: np.ndarray, expert_mask: np.ndarray, positions: np.ndarray | None = None):
-    """One prefill of ``embeds`` (1, s, d) on an empty cache → (logits (1, 1, vocab), presents)."""
+def run_llm(session, llm, embeds: np.ndarray, expert_mask: np.ndarray, positions: np.ndarray | None = None,
+            **extra):
+    """One prefill of ``embeds`` (1, s, d) on an empty cache → (logits (1, 1, vocab), presents);
+    ``extra``: further inputs (CogAgent's cross K/V and memory mask)."""
     s = embeds.shape[1]
     feeds = {"inputs_embeds": embeds.astype(np.float32), "attention_mask": np.ones((1, s), np.int64),
              "position_ids": np.arange(s, dtype=np.int64)[None] if positions is None else positions,
@@ -35,5 +92,5 @@ def run_llm(session, llm, embeds: np.ndarray, expert_mask: np.ndarray, positions
     for i in range(llm.num_layers):
         for kind in ("key", "value"):
             feeds[f"past_key_values.{i}.{kind}"] = np.zeros((1, llm.num_kv_heads, 0, llm.head_dim), np.float32)
-    logits, *presents = session.run(None, feeds)
+    logits, *presents = session.run(None, {**feeds, **extra})
     return logits, presents

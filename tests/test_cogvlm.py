@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cogvlm_cases import QUESTION, llm_session, oracle_prompt, run_llm
+from cogvlm_cases import QUESTION, llm_session, oracle_prompt, run_llm, sat_masks, sat_to_hf
 from conftest import random_images
 from oracles import load_harness
 from parity import assert_same_until_eos, user
@@ -212,7 +212,7 @@ def test_chat_batch_and_one_image_per_prompt(tiny, rng):
 def test_prompt_format_is_the_originals():
     """The chat template renders what the original's ``_history_to_prompt`` builds, for every template
     version, image first."""
-    from vlmforge.export.families.cogvlm.template import chat_template
+    from vlmforge.export.families.cogvlm.template import COGVLM, chat_template
     from vlmforge.runtime.tokenizer import _compile_template as compile_template
 
     history_to_prompt = load_harness("cogvlm").mc._history_to_prompt
@@ -220,9 +220,9 @@ def test_prompt_format_is_the_originals():
     for version in ("chat", "vqa"):
         messages = [m for q, a in history for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
         messages += user(None, "Which colour?")
-        text = compile_template(chat_template(version, "<image>")).render(messages=messages, add_generation_prompt=True)
+        text = compile_template(chat_template(COGVLM[version], "<image>")).render(messages=messages, add_generation_prompt=True)
         assert text == "<image>" + history_to_prompt(version, history, "Which colour?")
-    assert chat_template("base", "<image>") is None  # the raw query
+    assert chat_template(COGVLM.get("base"), "<image>") is None  # the raw query
 
 
 def test_checkpoint_problems_are_named(tmp_path):
@@ -265,50 +265,6 @@ def test_a_random_configuration(tmp_path, rng):
 
 # -- the authors' own implementation (SwissArmyTransformer), the semantic oracle ----------------------
 
-SAT_NAMES = [  # SAT name pattern → the HF checkpoint's, {i} the layer
-    ("mixins.eva.vit_model.mixins.patch_embedding.proj.", "model.vision.patch_embedding.proj."),
-    ("mixins.eva.vit_model.transformer.word_embeddings.weight", "model.vision.patch_embedding.cls_embedding"),
-    ("mixins.eva.vit_model.transformer.position_embeddings.", "model.vision.patch_embedding.position_embedding."),
-    ("mixins.eva.vit_model.transformer.layers.{i}.mlp.dense_h_to_4h.", "model.vision.transformer.layers.{i}.mlp.fc1."),
-    ("mixins.eva.vit_model.transformer.layers.{i}.mlp.dense_4h_to_h.", "model.vision.transformer.layers.{i}.mlp.fc2."),
-    ("mixins.eva.vit_model.transformer.layers.{i}.", "model.vision.transformer.layers.{i}."),
-    ("mixins.eva.", "model.vision."),
-    ("mixins.mlp.gate_proj.{i}.", "model.layers.{i}.mlp.language_mlp.gate_proj."),
-    ("mixins.mlp.vision_gate_proj.{i}.", "model.layers.{i}.mlp.vision_mlp.gate_proj."),
-    ("mixins.mlp.vision_dense_h_to_4h_list.{i}.", "model.layers.{i}.mlp.vision_mlp.up_proj."),
-    ("mixins.mlp.vision_dense_4h_to_h_list.{i}.", "model.layers.{i}.mlp.vision_mlp.down_proj."),
-    ("mixins.rotary.vision_query_key_value_list.{i}.", "model.layers.{i}.self_attn.vision_expert_query_key_value."),
-    ("mixins.rotary.vision_dense_list.{i}.", "model.layers.{i}.self_attn.vision_expert_dense."),
-    ("transformer.layers.{i}.attention.query_key_value.", "model.layers.{i}.self_attn.language_expert_query_key_value."),
-    ("transformer.layers.{i}.attention.dense.", "model.layers.{i}.self_attn.language_expert_dense."),
-    ("transformer.layers.{i}.mlp.dense_h_to_4h.", "model.layers.{i}.mlp.language_mlp.up_proj."),
-    ("transformer.layers.{i}.mlp.dense_4h_to_h.", "model.layers.{i}.mlp.language_mlp.down_proj."),
-    ("transformer.layers.{i}.", "model.layers.{i}."),
-    ("transformer.final_layernorm.", "model.norm."),
-    ("transformer.word_embeddings.", "model.embed_tokens."),
-    ("mixins.lm.lm_head.", "lm_head."),
-]
-
-
-def sat_to_hf(state: dict) -> dict:
-    """The SAT checkpoint's tensors under the HF checkpoint's names (its rotary buffer dropped)."""
-    import re
-
-    out = {}
-    for key, value in state.items():
-        if key.endswith("rotary_emb.inv_freq"):
-            continue
-        for sat, hf in SAT_NAMES:
-            pattern = "^" + re.escape(sat).replace(r"\{i\}", r"(\d+)")
-            m = re.match(pattern, key)
-            if m:
-                out[(hf.replace("{i}", m.group(1)) if m.groups() else hf) + key[m.end():]] = value
-                break
-        else:
-            raise KeyError(f"no HF name for the SAT tensor {key}")
-    return out
-
-
 def test_greedy_tokens_equal_the_authors_sat_implementation(tmp_path, rng):
     """CogVLM v1 as THUDM's own SwissArmyTransformer code builds it (../shared/reference/cogagent,
     variant "cogvlm"; its width-1792 tower is hard-wired): its weights renamed to the HF layout,
@@ -335,12 +291,7 @@ def test_greedy_tokens_equal_the_authors_sat_implementation(tmp_path, rng):
         messages = user(None, QUESTION) if images else [{"role": "user", "content": "Tell me a story."}]
         ours = pipe.generate(messages=messages, images=images, max_new_tokens=24)
         ids, types = oracle_prompt(pipe, messages, len(images), pad_id=0)
-        embed = types.clone()
-        expert = torch.zeros_like(types)
-        expert[:, :-1] = types[:, :-1] & types[:, 1:]  # boi + patches: eoi takes the language expert
-        rope = torch.zeros_like(types)
-        rope[:, 1:-1] = types[:, 1:-1] & types[:, :-2] & types[:, 2:]  # the patches between boi and eoi
-        masks = {"vision_expert_mask": expert, "image_embed_mask": embed, "image_rope_mask": rope}
+        masks = sat_masks(types)
         pixels = {} if image is None else {"vision_" + k: v for k, v in
                                            sat.get_image_processor(sat.IMG)(Image.fromarray(image)).items()}
         theirs = sat.greedy(net, {"input_ids": ids[0], "images": pixels, "processor": processor, **masks}, 24)

@@ -56,3 +56,21 @@ def test_onnxruntime_threads_follow_vlmforge_threads(monkeypatch):
     monkeypatch.setenv("VLMFORGE_THREADS", "0")
     with pytest.raises(ValueError, match="VLMFORGE_THREADS"):
         physical_cores()
+
+
+def test_the_runtime_never_names_a_family():
+    """What differs between families at run time is a manifest declaration: no runtime module holds a
+    family's folder name or model_type as a string (a branch like ``if family == "cogvlm"``)."""
+    import ast
+    import pathlib
+
+    import vlmforge.runtime as runtime
+    from vlmforge.export.families import FAMILIES
+
+    names = set(FAMILIES) | {t for types in FAMILIES.values() for t in types}
+    found = []
+    for path in sorted(pathlib.Path(runtime.__file__).parent.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                found.append(f"{path.name}:{node.lineno} {node.value!r}")
+    assert not found, found

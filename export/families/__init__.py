@@ -33,9 +33,10 @@ FAMILIES = {
     "mgm": ("mgm",),  # Mini-Gemini (Llama): our own implementation of the original checkpoint layout
     "mllama": ("mllama",),  # Llama-3.2-Vision: cross-attention layers over the image tiles
     "cogvlm": ("cogvlm", "cogvlm2"),  # CogVLM v1 and CogVLM2: our own implementation, original weight names
+    "cogagent": ("cogagent",),  # CogAgent: CogVLM + a high-resolution cross-attention branch, our own implementation
 }
 # checkpoints whose config.json names no model_type (THUDM's cogvlm-chat-hf): found by architecture
-ARCHITECTURES = {"CogVLMForCausalLM": "cogvlm"}
+ARCHITECTURES = {"CogVLMForCausalLM": "cogvlm", "CogAgentForCausalLM": "cogagent"}
 _ALIASES = {model_type: folder for folder, types in FAMILIES.items() for model_type in types}
 
 

@@ -60,8 +60,12 @@ def tiles_per_image(manifest: Manifest) -> int:
         return p.max_tiles + (p.max_tiles > 1)  # the grid + its thumbnail (none for a single tile)
     if p.scheme == "canvas":
         return p.max_tiles  # Llama-3.2-Vision: the picture's own tiles (the vision graph pads the rest)
+    if p.scheme == "dual":
+        from ...kernels.dual import num_views
+
+        return num_views(p)  # the low-resolution views (the aux tower always gets one)
     raise VlmforgeError(f"TensorRT profiles for preprocessing scheme {p.scheme!r} are not supported; "
-                        "supported: fixed, anyres, hd, native, dynamic")
+                        "supported: fixed, anyres, hd, native, dynamic, canvas, dual")
 
 
 def native_max_patches(p) -> int:
@@ -75,6 +79,10 @@ def memory_range(manifest: Manifest, max_tiles: int) -> DimRange:
     pictures; opt one picture. A canvas picture is always its padded max_tiles tiles of rows."""
     p = manifest.image.preprocess
     per_image = p.tokens_per_tile * (p.max_tiles if p.scheme == "canvas" else max_tiles)
+    name = manifest.capabilities.cross_memory
+    if name:  # a connector output of its own (CogAgent's high-resolution features): its rows per picture
+        shape = next(t.shape for t in manifest.graphs["connector"].outputs if t.name == name)
+        per_image = shape[1] if isinstance(shape[1], int) else per_image
     return DimRange(1, per_image, MEMORY_IMAGES * per_image)
 
 
@@ -96,7 +104,7 @@ def symbol_ranges(manifest: Manifest, graph: str, max_tiles: int, max_context: i
     if graph in ("vision", "connector") and spec.scheme == "native":
         window = spec.merge_size**2
         return [{"num_patches": DimRange(window, max_tiles, max_tiles)}]
-    if graph in ("vision", "connector"):
+    if graph in ("vision", "connector") or graph in {t.graph for t in manifest.vision_towers}:
         return [{"num_tiles": DimRange(1, max_tiles, max_tiles)}]
     if graph == "cross_kv":
         return [{"batch": DimRange(1, 1, 1), "memory_sequence": memory_range(manifest, max_tiles)}]

@@ -136,8 +136,9 @@ class CudaTiler:
     def __init__(self, spec: PreprocessSpec, dtype=np.float32, device: int = 0):
         if np.dtype(dtype) not in (np.float32, np.float16):
             raise ValueError(f"unsupported output dtype {np.dtype(dtype)}; choose float32 or float16")
-        if spec.scheme == "dual":  # its low-resolution views are float interpolations (kernels/dual.py), CPU only
-            raise ValueError("the CUDA kernel does not run the dual (Mini-Gemini) scheme yet; use preprocess='cpu'")
+        if spec.scheme == "dual":  # two views in one flat buffer (kernels/dual.py): the C kernel and NumPy only
+            raise ValueError("the CUDA kernel does not run the dual scheme (Mini-Gemini, CogAgent) yet; "
+                             "use preprocess='cpu'")
         self.spec, self.dtype, self.device = spec, np.dtype(dtype), device
         self.kernels = kernels_on(device)
         self.suffix = "_f32" if self.dtype == np.float32 else "_f16"

@@ -29,7 +29,7 @@ from ...preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..base import FamilyExport
 from .config import CogVLMConfig, parse_config
 from .decoder import CogDecoder
-from .template import chat_template
+from .template import COGVLM, chat_template
 from .tokenizer import IMAGE_TOKEN, tokenizer_files
 from .vision import Adapter, CogVision, Tower
 
@@ -104,7 +104,7 @@ def llm_spec(c: CogVLMConfig) -> LLMSpec:
 def prepare(model_dir: Path) -> FamilyExport:
     raw = json.loads((model_dir / "config.json").read_text())
     c = parse_config(raw)
-    text, tok, image_token_id = tokenizer_files(model_dir, c, chat_template(c.template_version, IMAGE_TOKEN))
+    text, tok, image_token_id = tokenizer_files(model_dir, c, chat_template(COGVLM.get(c.template_version), IMAGE_TOKEN))
     vision, decoder, embed = build(model_dir, c)
     return FamilyExport(
         family="cogvlm",

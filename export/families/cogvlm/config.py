@@ -109,7 +109,8 @@ def _ids(value) -> tuple[int, ...]:
     return tuple(int(i) for i in (value if isinstance(value, list) else [value]) if i is not None)
 
 
-def parse_config(config: dict) -> CogVLMConfig:
+def parse_config(config: dict, templates: tuple[str, ...] = TEMPLATES) -> CogVLMConfig:
+    """``templates``: the template_version values this family's chat formats know."""
     vision = config.get("vision_config")
     if not isinstance(vision, dict):
         raise CogVLMConfigError("config.json has no 'vision_config' block; CogVLM checkpoints describe their "
@@ -133,11 +134,11 @@ def parse_config(config: dict) -> CogVLMConfig:
         pad_token_id=int(config.get("pad_token_id") or (128002 if version == 2 else 0)),
         vision=parse_vision(vision),
     )
-    _check(c, config)
+    _check(c, config, templates)
     return c
 
 
-def _check(c: CogVLMConfig, raw: dict) -> None:
+def _check(c: CogVLMConfig, raw: dict, templates: tuple[str, ...]) -> None:
     v, problems = c.vision, []
     if c.hidden_size % c.num_heads or c.head_dim % 2:
         problems.append(f"hidden_size {c.hidden_size} must split into {c.num_heads} heads of an even width (RoPE)")
@@ -152,7 +153,7 @@ def _check(c: CogVLMConfig, raw: dict) -> None:
         problems.append(f"vision hidden_act {v.hidden_act!r}: EVA2-CLIP uses 'gelu'")
     if raw.get("hidden_act", "silu") != "silu":
         problems.append(f"hidden_act {raw.get('hidden_act')!r}: the CogVLM decoder's MLP is SiLU-gated")
-    if c.template_version not in TEMPLATES:
-        problems.append(f"template_version {c.template_version!r} is not one of {TEMPLATES}")
+    if c.template_version not in templates:
+        problems.append(f"template_version {c.template_version!r} is not one of {templates}")
     if problems:
         raise CogVLMConfigError("config.json does not describe a CogVLM model vlmforge can build: " + "; ".join(problems))

@@ -98,9 +98,10 @@ class GLU(nn.Module):
 
 
 class CogVision(nn.Module):
-    """The checkpoint's ``model.vision`` module, split into the two graphs below."""
+    """The checkpoint's ``model.vision`` module, split into the two graphs below. ``pos_embed``:
+    CogAgent's low-resolution tower adds learned positions (grid², w) to the patches before the GLU."""
 
-    def __init__(self, c: CogVLMConfig):
+    def __init__(self, c: CogVLMConfig, pos_embed: bool = False):
         super().__init__()
         self.c = c
         v = c.vision
@@ -111,6 +112,7 @@ class CogVision(nn.Module):
             self.conv = nn.Conv2d(v.hidden_size, v.hidden_size, kernel_size=2, stride=2)
         self.boi = nn.Parameter(torch.zeros(1, 1, c.hidden_size))
         self.eoi = nn.Parameter(torch.zeros(1, 1, c.hidden_size))
+        self.pos_embed = nn.Parameter(torch.zeros(v.grid ** 2, v.hidden_size)) if pos_embed else None
 
 
 class Tower(nn.Module):
@@ -135,6 +137,8 @@ class Adapter(nn.Module):
     def forward(self, image_features):
         v = self.vision
         x = image_features[:, 1:]
+        if v.pos_embed is not None:
+            x = x + v.pos_embed
         if v.c.version == 2:
             n, _, w = x.shape
             grid = v.c.vision.grid
