@@ -75,6 +75,17 @@ def sat_masks(types: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"vision_expert_mask": expert, "image_embed_mask": types.clone(), "image_rope_mask": rope}
 
 
+def export_tiny(root, config: dict, state: dict):
+    """The original-layout checkpoint of ``state`` under ``root/hf``, exported by us → our pipeline."""
+    from vlmforge.export import export_model
+    from vlmforge.export.tiny_cogvlm import make_tiny_cogvlm
+    from vlmforge.runtime import Pipeline
+
+    make_tiny_cogvlm(root / "hf", config, state)
+    export_model(root / "hf", root / "out")
+    return Pipeline.load(root / "out")
+
+
 def llm_session(pipe):
     import onnxruntime as ort
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from cogvlm_cases import QUESTION, llm_session, oracle_prompt, run_llm, sat_masks, sat_to_hf
+from cogvlm_cases import QUESTION, export_tiny, llm_session, oracle_prompt, run_llm, sat_masks, sat_to_hf
 from conftest import random_images
 from oracles import load_harness
 from parity import assert_same_until_eos, user
@@ -38,16 +38,10 @@ def checkpoint_config(args, sat) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from vlmforge.export import export_model
-    from vlmforge.export.tiny_cogvlm import make_tiny_cogvlm
-    from vlmforge.runtime import Pipeline
-
-    root = tmp_path_factory.mktemp("cogagent")
     sat = oracle()
     net, args, _ = sat.build_tiny(0, model="cogagent")
-    make_tiny_cogvlm(root / "hf", checkpoint_config(args, sat), sat_to_hf(net.state_dict()))
-    export_model(root / "hf", root / "out")
-    return Pipeline.load(root / "out"), net, args
+    pipe = export_tiny(tmp_path_factory.mktemp("cogagent"), checkpoint_config(args, sat), sat_to_hf(net.state_dict()))
+    return pipe, net, args
 
 
 def sat_images(image: np.ndarray) -> dict:

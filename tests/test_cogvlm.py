@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cogvlm_cases import QUESTION, llm_session, oracle_prompt, run_llm, sat_masks, sat_to_hf
+from cogvlm_cases import QUESTION, export_tiny, llm_session, oracle_prompt, run_llm, sat_masks, sat_to_hf
 from conftest import random_images
 from oracles import load_harness
 from parity import assert_same_until_eos, user
@@ -37,15 +37,11 @@ def oracle_model(config: dict, seed: int):
 
 def build(root: pathlib.Path, seed: int = 0, **config):
     """(our pipeline, the oracle model): the oracle's weights saved in the original layout, exported by us."""
-    from vlmforge.export import export_model
-    from vlmforge.export.tiny_cogvlm import make_tiny_cogvlm, tiny_config
-    from vlmforge.runtime import Pipeline
+    from vlmforge.export.tiny_cogvlm import tiny_config
 
     cfg = tiny_config(1, **config)
     model = oracle_model(cfg, seed)
-    make_tiny_cogvlm(root / "hf", cfg, model.state_dict())
-    export_model(root / "hf", root / "out")
-    return Pipeline.load(root / "out"), model
+    return export_tiny(root, cfg, model.state_dict()), model
 
 
 @pytest.fixture(scope="module")
@@ -272,9 +268,7 @@ def test_greedy_tokens_equal_the_authors_sat_implementation(tmp_path, rng):
     pixels of its own image processor and the masks its text processor would build for our prompt."""
     from PIL import Image
 
-    from vlmforge.export import export_model
-    from vlmforge.export.tiny_cogvlm import make_tiny_cogvlm, tiny_config
-    from vlmforge.runtime import Pipeline
+    from vlmforge.export.tiny_cogvlm import tiny_config
 
     sat = load_harness("cogagent")
     net, args, _ = sat.build_tiny(0, model="cogvlm")
@@ -282,9 +276,7 @@ def test_greedy_tokens_equal_the_authors_sat_implementation(tmp_path, rng):
                       image_size=sat.IMG, vision_hidden=1792, vision_layers=1, vision_heads=16, vocab_size=args.vocab_size)
     cfg["vision_config"]["intermediate_size"] = args.eva_args["inner_hidden_size"]
     cfg["intermediate_size"] = args.inner_hidden_size
-    make_tiny_cogvlm(tmp_path / "hf", cfg, sat_to_hf(net.state_dict()))
-    export_model(tmp_path / "hf", tmp_path / "out")
-    pipe = Pipeline.load(tmp_path / "out")
+    pipe = export_tiny(tmp_path, cfg, sat_to_hf(net.state_dict()))
     processor = sat.llama2_text_processor_inference(sat.ByteTokenizer(), 64, args.image_length)
     for image in [*random_images(rng, [(40, 60), (80, 30)]), None]:
         images = [] if image is None else [image]

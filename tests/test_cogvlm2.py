@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cogvlm_cases import QUESTION, llm_session, oracle_prompt, run_llm
+from cogvlm_cases import QUESTION, export_tiny, llm_session, oracle_prompt, run_llm
 from conftest import random_images
 from oracles import load_harness
 from parity import assert_same_until_eos, user
@@ -33,15 +33,11 @@ def oracle_model(config: dict, seed: int):
 
 
 def build(root: pathlib.Path, seed: int = 0, **config):
-    from vlmforge.export import export_model
-    from vlmforge.export.tiny_cogvlm import make_tiny_cogvlm, tiny_config
-    from vlmforge.runtime import Pipeline
+    from vlmforge.export.tiny_cogvlm import tiny_config
 
     cfg = tiny_config(2, **{"vocab_size": VOCAB, "image_size": 56, "max_positions": 512, **config})
     model = oracle_model(cfg, seed)
-    make_tiny_cogvlm(root / "hf", cfg, model.state_dict())
-    export_model(root / "hf", root / "out")
-    return Pipeline.load(root / "out"), model
+    return export_tiny(root, cfg, model.state_dict()), model
 
 
 @pytest.fixture(scope="module")
