@@ -397,7 +397,7 @@ class Pipeline:
                 image_embeds = [np.zeros((1, self.manifest.llm.hidden_size), dtype=np.float32)]
             if not image_embeds:
                 raise PromptError(f"{self.manifest.family} reads every token against a picture (cross-attention): "
-                                  "pass one in images=[...]")
+                                  "pass a picture (images=[...], or --image on the command line)")
             return inputs_embeds, prepared.input_ids, self.cross_memory(np.concatenate(image_embeds)[None], timer)
         return inputs_embeds, prepared.input_ids, None
 

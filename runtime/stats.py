@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 STAGES = (
-    "image_decode", "vision_cache", "preprocess", "vision", "connector", "merge", "encoder", "cross_kv", "prefill", "decode",
-    "sample", "detokenize",
+    "image_decode", "vision_cache", "preprocess", "vision", "vision_aux", "connector", "merge", "encoder", "cross_kv",
+    "prefill", "decode", "sample", "detokenize",
 )
 
 

@@ -65,6 +65,7 @@ def test_greedy_tokens_equal_the_authors_code_on_three_shapes(tiny, rng):
         theirs = oracle().greedy(net, inputs, 24)
         assert_same_until_eos(ours.token_ids, theirs, 24, set(pipe.manifest.tokenizer.eos_token_ids))
         assert ours.stats.image_tokens == [args.image_length + 2]
+        assert {"vision", "vision_aux", "connector", "cross_kv"} <= set(ours.stats.stages)  # each tower its own stage
 
 
 def test_graphs_and_pixels_equal_the_authors_code(tiny, rng):
@@ -116,7 +117,7 @@ def test_a_picture_is_required_and_one_per_conversation(tiny, rng):
     from vlmforge.runtime import PromptError
 
     pipe, _, _ = tiny
-    with pytest.raises(PromptError, match="pass one in images"):
+    with pytest.raises(PromptError, match="pass a picture"):
         pipe.generate(prompt="Hello", max_new_tokens=2)
     image, other = random_images(rng, [(40, 60), (60, 40)])
     with pytest.raises(PromptError, match="at most 1 image"):
@@ -196,3 +197,31 @@ def test_checkpoint_problems_are_named(tmp_path):
     with pytest.raises(ValueError, match="cross_hidden_size 512 must be the EVA2-CLIP-L width 1024"):
         export_model(src, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_random_configuration(tmp_path, rng):
+    """The decoder's depth, width, heads and cross-attention width drawn at random (the towers' widths
+    are hard-wired upstream), built as the harness builds its tiny model."""
+    sat = oracle()
+    seed = int(rng.integers(1 << 16))
+    draw = np.random.default_rng(seed)
+    args = sat.tiny_args("cogagent")
+    args.num_layers = int(draw.choice([1, 3]))
+    args.num_attention_heads = int(draw.choice([2, 4]))
+    args.hidden_size = int(draw.choice([32, 64]))
+    args.inner_hidden_size = 2 * args.hidden_size
+    args.is_decoder = [True] * args.num_layers
+    args.cross_hidden_size_per_attention_head = int(draw.choice([16, 32]))
+    torch.manual_seed(seed)
+    net = sat.CogAgentModel(args).eval()
+    sat.env.init_weights_(net, seed)
+    net.add_mixin("auto-regressive", sat.CachedAutoregressiveMixin())
+    pipe = export_tiny(tmp_path, checkpoint_config(args, sat), sat_to_hf(net.state_dict()))
+    processor = sat.llama2_text_processor_inference(sat.ByteTokenizer(), 64, args.image_length)
+    image = random_images(rng, [(int(draw.integers(20, 120)), int(draw.integers(20, 120)))])[0]
+    messages = user(QUESTION, None)
+    ours = pipe.generate(messages=messages, images=[image], max_new_tokens=24)
+    ids, types = oracle_prompt(pipe, messages, 1, pad_id=0)
+    theirs = sat.greedy(net, {"input_ids": ids[0], "images": sat_images(image), "processor": processor,
+                              **sat_masks(types)}, 24)
+    assert_same_until_eos(ours.token_ids, theirs, 24, set(pipe.manifest.tokenizer.eos_token_ids))
