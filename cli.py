@@ -48,7 +48,8 @@ def cmd_export(args) -> int:
 def _load(args):
     from .runtime import Pipeline
 
-    return Pipeline.load(args.model, backend=args.backend, verify=not args.no_verify, threads=args.threads,
+    verify = False if args.no_verify else "full" if getattr(args, "verify_full", False) else True
+    return Pipeline.load(args.model, backend=args.backend, verify=verify, threads=args.threads,
                          preprocess=args.preprocess, max_image_pixels=args.max_image_pixels)
 
 
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--max-image-pixels", type=int, help="refuse larger pictures, read from the file header "
                        "before decoding (default: the export's limit, 50 MP)")
         q.add_argument("--no-verify", action="store_true", help="skip the SHA-256 check of the artifacts")
+        q.add_argument("--verify-full", action="store_true", help="re-read every artifact for its SHA-256 (by default "
+                       "one verified before and unchanged since is trusted)")
         q.add_argument("--backend", default="auto", choices=BACKENDS,
                        help="auto: tensorrt when the folder has engines and TensorRT + a GPU are here, else onnxruntime")
         q.add_argument("--preprocess", default="auto", choices=PREPROCESS,

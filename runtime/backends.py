@@ -69,6 +69,14 @@ def resolve_backend(requested: str, manifest: Manifest, available: Availability,
     return requested
 
 
+def graph_hashes(manifest: Manifest, path: str) -> list[str] | None:
+    """The manifest's SHA-256 of a graph file and of its external data (``path.data``), if recorded."""
+    arts = manifest.artifacts
+    if path not in arts:
+        return None
+    return [arts[path].sha256] + ([arts[path + ".data"].sha256] if path + ".data" in arts else [])
+
+
 def open_graph(root: Path, manifest: Manifest, graph: str, backend: str, threads: int | None = None):
     """A session with ``run(feeds) -> outputs`` for ``graph`` on a resolved backend."""
     spec = manifest.graphs[graph]
@@ -77,7 +85,7 @@ def open_graph(root: Path, manifest: Manifest, graph: str, backend: str, threads
 
         return TrtSession(root, spec, manifest.engines.graphs[graph])
     if backend == "onnxruntime":
-        return OrtSession(root / spec.path, spec, threads=threads)
+        return OrtSession(root / spec.path, spec, threads=threads, artifact_hashes=graph_hashes(manifest, spec.path))
     from .ort_gpu import provider_list
 
     return OrtSession(root / spec.path, spec, threads=threads, providers=provider_list(backend, root, manifest, graph))

@@ -433,8 +433,9 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def load_manifest(model_dir: str | Path, verify: bool = True) -> Manifest:
-    """Read and validate ``model_dir/manifest.json``; with ``verify`` check every artifact's SHA-256."""
+def load_manifest(model_dir: str | Path, verify: bool | str = True) -> Manifest:
+    """Read and validate ``model_dir/manifest.json``; with ``verify`` check every artifact's SHA-256
+    (those verified before and unchanged since are trusted; "full" re-reads them all)."""
     root = Path(model_dir)
     path = root / MANIFEST_NAME
     if not path.is_file():
@@ -476,8 +477,13 @@ def check_paths(root: Path, manifest: Manifest) -> None:
         check_inside(root, engine.path, f"manifest.engines.graphs.{name}.path")
 
 
-def check_artifacts(root: Path, manifest: Manifest, verify_hashes: bool) -> None:
-    """Every artifact must exist with its recorded size (always) and hash (when asked)."""
+def check_artifacts(root: Path, manifest: Manifest, verify_hashes: bool | str) -> None:
+    """Every artifact must exist with its recorded size (always) and hash (when asked). A file
+    verified before and unchanged since (size, mtime, inode: runtime/load_cache.py) is not read
+    again unless ``verify_hashes`` is "full"."""
+    from . import load_cache
+
+    fresh = {}
     for rel, art in manifest.artifacts.items():
         f = root / rel
         if not f.is_file():
@@ -488,8 +494,14 @@ def check_artifacts(root: Path, manifest: Manifest, verify_hashes: bool) -> None
                 f"artifact {rel} is {size} bytes but the manifest records {art.bytes}; "
                 "the folder was modified or truncated — re-export the model"
             )
-        if verify_hashes and sha256_file(f) != art.sha256:
+        if not verify_hashes:
+            continue
+        digest = None if verify_hashes == "full" else load_cache.known_hash(f)
+        if digest is None:
+            digest = fresh[f] = sha256_file(f)
+        if digest != art.sha256:
             raise ManifestError(
                 f"artifact {rel} does not match its SHA-256 in the manifest; "
                 "the file was modified or corrupted — re-export the model"
             )
+    load_cache.remember_hashes(fresh)  # all verified: a mismatch raised above

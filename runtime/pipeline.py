@@ -93,14 +93,19 @@ class Pipeline:
         return None
 
     @classmethod
-    def load(cls, model_dir: str | Path, backend: str = "auto", verify: bool = True, threads=None, preprocess: str = "auto",
+    def load(cls, model_dir: str | Path, backend: str = "auto", verify: bool | str = True, threads=None, preprocess: str = "auto",
              max_image_pixels: int | None = None, vision_cache_bytes: int = DEFAULT_BUDGET_BYTES) -> "Pipeline":
         """``preprocess``: "auto" (the CUDA kernel when the backend is TensorRT, else the CPU kernel), "cpu" or "gpu".
         ``max_image_pixels``: larger pictures are refused from their header (default: the export's, 50 MP).
-        ``vision_cache_bytes``: embeddings of recent images kept for reuse (0 keeps none)."""
+        ``vision_cache_bytes``: embeddings of recent images kept for reuse (0 keeps none).
+        ``verify``: check every artifact's SHA-256 — those verified before and unchanged since are
+        trusted (runtime/load_cache.py), "full" re-reads them all, False checks sizes only."""
         root = Path(model_dir)
-        return cls(root, load_manifest(root, verify=verify), backend, threads, verify, preprocess, max_image_pixels,
+        start = time.perf_counter()
+        pipe = cls(root, load_manifest(root, verify=verify), backend, threads, verify, preprocess, max_image_pixels,
                    vision_cache_bytes)
+        pipe.load_s = time.perf_counter() - start  # manifest, hash checks, sessions (profile's "load")
+        return pipe
 
     # -- stages -----------------------------------------------------------------------------
     def encode_image(self, image, timer: StageTimer, prompt_text: str = "") -> np.ndarray:

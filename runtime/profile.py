@@ -31,6 +31,7 @@ class ProfileReport:
     runs: list[GenerationStats]
     environment: dict = field(default_factory=dict)
     memory: dict = field(default_factory=dict)
+    load_s: float | None = None  # Pipeline.load: manifest, hash checks, sessions
 
     def per_run_stage_totals(self) -> dict[str, list[float]]:
         stages = [s for s in STAGES if any(s in r.stages for r in self.runs)]
@@ -54,6 +55,7 @@ class ProfileReport:
             # GPU backends: the same stages timed on the GPU with CUDA events (engine work only)
             "gpu_stages": {name: summarise(v) for name, v in self.gpu_stage_totals().items()},
             "gpu_decode_step": summarise(gpu_steps) if gpu_steps else None,
+            "load_s": self.load_s,
             "ttft_s": float(np.median([r.ttft_s for r in self.runs])),
             "end_to_end": summarise([r.total_s for r in self.runs]),
             "decode_tokens_per_s": float(np.median([r.decode_tokens_per_s for r in self.runs])),
@@ -86,6 +88,8 @@ class ProfileReport:
                 + (f"{gpu[name]['median_s'] * 1e3:>10.3f}" if name in gpu else "")
             )
         e2e = d["end_to_end"]
+        if d["load_s"] is not None:
+            lines.append(f"load                  {d['load_s'] * 1e3:.2f} ms (Pipeline.load)")
         lines += [
             f"time to first token   {d['ttft_s'] * 1e3:.2f} ms",
             f"end to end (median)   {e2e['median_s'] * 1e3:.2f} ms",
@@ -162,4 +166,4 @@ def profile(pipe, prompt: str, images: list, runs: int = 5, warmup: int = 1, max
         stats = [pipe.generate(prompt, **kwargs).stats for _ in range(runs)]
     finally:
         pipe.vision_cache = kept
-    return ProfileReport(stats, environment(pipe), memory(pipe))
+    return ProfileReport(stats, environment(pipe), memory(pipe), getattr(pipe, "load_s", None))

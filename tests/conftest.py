@@ -9,6 +9,15 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# the load cache (verified hashes, optimised graphs: runtime/load_cache.py) of this test process
+# only, never the user's ~/.cache
+if "VLMFORGE_CACHE_DIR" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["VLMFORGE_CACHE_DIR"] = tempfile.mkdtemp(prefix="vlmforge-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["VLMFORGE_CACHE_DIR"], ignore_errors=True)
 # several xdist workers share the cores: each takes its share for torch, ONNX Runtime and the C
 # kernel, instead of every worker's thread pools spinning on all of them (make test: ~24 % faster)
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
