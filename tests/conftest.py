@@ -9,8 +9,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-# the load cache (verified hashes, optimised graphs: runtime/load_cache.py) of this test process
-# only, never the user's ~/.cache
+# the load cache (verified hashes, optimised graphs: runtime/load_cache.py) is off in the tests: nearly
+# every load is a fresh export's first, which the cache makes slower (it saves each optimised graph);
+# tests/test_load_cache.py turns it on. Its place is this test process's own, never ~/.cache
+os.environ.setdefault("VLMFORGE_LOAD_CACHE", "0")
 if "VLMFORGE_CACHE_DIR" not in os.environ:
     import atexit
     import shutil

@@ -13,6 +13,7 @@ from conftest import random_images
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VLMFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("VLMFORGE_LOAD_CACHE", "1")  # off for the other tests (conftest.py)
     return tmp_path / "cache"
 
 
