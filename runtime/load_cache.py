@@ -44,37 +44,40 @@ def _stat_key(path: Path) -> list[int]:
 
 
 def stat_id(path: Path) -> str:
-    st = path.stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"
+    """Size and mtime, for the optimised-graph key."""
+    size, mtime, _ = _stat_key(path)
+    return f"{size}:{mtime}"
 
 
 def _record_path() -> Path:
     return cache_dir() / "verified.json"
 
 
-def _records() -> dict:
+def verified_records() -> dict:
+    """path → {stat, sha256} of the artifacts verified before: read once per load."""
+    if not enabled():
+        return {}
     try:
         return json.loads(_record_path().read_text())
     except (OSError, ValueError):
         return {}
 
 
-def known_hash(path: Path) -> str | None:
+def known_hash(path: Path, records: dict) -> str | None:
     """The SHA-256 recorded for ``path`` when its size, mtime and inode are the recorded ones."""
-    if not enabled():
-        return None
-    entry = _records().get(str(path.resolve()))
+    entry = records.get(str(path.resolve()))
     try:
         return entry["sha256"] if entry and entry["stat"] == _stat_key(path) else None
     except OSError:
         return None
 
 
-def remember_hashes(hashes: dict[Path, str]) -> None:
-    """Record freshly verified hashes (best effort: an unwritable cache just verifies again next time)."""
+def remember_hashes(hashes: dict[Path, str], records: dict) -> None:
+    """Record freshly verified hashes beside ``records`` (best effort: an unwritable cache just
+    verifies again next time)."""
     if not enabled() or not hashes:
         return
-    records = _records()
+    records = dict(records)
     for path, digest in hashes.items():
         records[str(path.resolve())] = {"stat": _stat_key(path), "sha256": digest}
     _write_atomic(_record_path(), json.dumps(records))

@@ -483,7 +483,8 @@ def check_artifacts(root: Path, manifest: Manifest, verify_hashes: bool | str) -
     again unless ``verify_hashes`` is "full"."""
     from . import load_cache
 
-    fresh = {}
+    # hashes verified before are trusted under verify=True; "full" re-reads everything
+    fresh, records = {}, load_cache.verified_records() if verify_hashes is True else {}
     for rel, art in manifest.artifacts.items():
         f = root / rel
         if not f.is_file():
@@ -496,7 +497,7 @@ def check_artifacts(root: Path, manifest: Manifest, verify_hashes: bool | str) -
             )
         if not verify_hashes:
             continue
-        digest = None if verify_hashes == "full" else load_cache.known_hash(f)
+        digest = load_cache.known_hash(f, records)
         if digest is None:
             digest = fresh[f] = sha256_file(f)
         if digest != art.sha256:
@@ -504,4 +505,4 @@ def check_artifacts(root: Path, manifest: Manifest, verify_hashes: bool | str) -
                 f"artifact {rel} does not match its SHA-256 in the manifest; "
                 "the file was modified or corrupted — re-export the model"
             )
-    load_cache.remember_hashes(fresh)  # all verified: a mismatch raised above
+    load_cache.remember_hashes(fresh, records)  # all verified: a mismatch raised above

@@ -36,7 +36,7 @@ from ..base import FamilyExport
 from ..cogvlm import EXPERT_MASK, llm_spec
 from ..cogvlm.template import COGAGENT, chat_template
 from ..cogvlm.tokenizer import IMAGE_TOKEN, tokenizer_files
-from ..cogvlm.vision import CogVision, Tower
+from ..cogvlm.vision import Adapter, CogVision, Tower
 from .config import CROSS_WIDTH, CogAgentConfig, parse_config
 from .cross_vision import CrossVision
 from .decoder import CogAgentDecoder, CrossKV
@@ -52,11 +52,10 @@ class Connector(torch.nn.Module):
 
     def __init__(self, vision: CogVision):
         super().__init__()
-        from ..cogvlm.vision import Adapter
-
         self.adapter = Adapter(vision)
 
     def forward(self, image_features, cross_features):
+        # "+ 0.0": an output of its own, not the input returned as it is (which the exporter aliases)
         return self.adapter(image_features), cross_features + 0.0
 
 
