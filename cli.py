@@ -38,7 +38,7 @@ def cmd_export(args) -> int:
     from .export import export_model
 
     manifest = export_model(args.model_dir, args.out, overwrite=args.overwrite, check=not args.no_check, lm_head=args.lm_head,
-                            max_pixels=args.max_pixels)
+                            max_pixels=args.max_pixels, kv_layout=args.kv_layout)
     size = sum(a.bytes for a in manifest.artifacts.values())
     print(f"exported {manifest.family} ({manifest.architecture}) to {args.out}: "
           f"{len(manifest.artifacts)} artifacts, {size / 1e6:.1f} MB")
@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "per decode step; greedy only, ONNX Runtime only; README 'Screened LM head')")
     e.add_argument("--max-pixels", type=int, help="native-resolution models (Qwen2-VL): the bound of the image budget "
                    "(default: the processor's max_pixels); runs may ask for less")
+    e.add_argument("--kv-layout", default="auto", choices=("auto", "concat"),
+                   help="auto: the append KV cache (the graph returns only the new keys/values; the runtime's cache "
+                        "stays where it is) wherever the decoder allows it; concat: every step's graph returns "
+                        "past + new (README 'KV cache')")
     e.set_defaults(func=cmd_export)
 
     def runtime_args(q, max_new=64):

@@ -40,7 +40,7 @@ def overflow_nodes(model, absmax: dict[str, float]) -> dict[str, str]:
 
 def kv_io_names(model) -> list[str]:
     return [v.name for v in (*model.graph.input, *model.graph.output)
-            if v.name.startswith(("past_key_values.", "present."))]
+            if v.name.startswith(("past_key_values.", "present.", "new."))]  # new.*: the append layout
 
 
 def convert_fp16(src: Path, dst: Path, absmax: dict[str, float]) -> dict:

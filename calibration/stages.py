@@ -99,7 +99,7 @@ def llm_feeds(pipe, inputs_embeds: np.ndarray, num_decode_steps: int) -> list[di
     decoder.reset()
     embeds, out = inputs_embeds, []
     for _ in range(1 + num_decode_steps):
-        past = [v.numpy().copy() for v in decoder.cache.values]  # (1, kv_heads, past, head_dim) each
+        past = [v.copy() for v in decoder.cache.views()]  # (1, kv_heads, past, head_dim) each
         out.append(decoder_feeds(embeds, past, spec.num_layers))
         positions = out[-1]["position_ids"]
         token = int(np.argmax(decoder.step(embeds, positions)))

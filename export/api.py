@@ -20,15 +20,18 @@ from .. import __version__
 from ..runtime.manifest import LM_HEADS, MANIFEST_NAME, Artifact, GenerationDefaults, Manifest, TensorSpec, sha256_file
 from .atomic import check_output, write_atomically
 from .checkpoint import check_weights
+from .decoder import as_concat
 from .families import read_config, resolve
 from .onnx_export import check_graph, export_graph, screen_graph
 from .tokenizer import export_tokenizer
+
+KV_LAYOUTS = ("auto", "concat")
 
 log = logging.getLogger("vlmforge.export")
 
 
 def export_model(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False, check: bool = True,
-                 lm_head: str = "full", max_pixels: int | None = None) -> Manifest:
+                 lm_head: str = "full", max_pixels: int | None = None, kv_layout: str = "auto") -> Manifest:
     """Export the checkpoint in ``model_dir`` into ``out_dir``; returns the manifest written.
 
     ``lm_head="screened"``: the LLM graph decides greedy's argmax exactly from an INT8 screen of its
@@ -36,27 +39,37 @@ def export_model(model_dir: str | Path, out_dir: str | Path, *, overwrite: bool 
     greedy decoding only, ONNX Runtime only.
 
     ``max_pixels``: native-resolution models (Qwen2-VL): the image budget's bound, instead of the
-    processor's — calls may ask for less, never more."""
+    processor's — calls may ask for less, never more.
+
+    ``kv_layout``: "auto" — the append KV layout (export/append_cache.py) where the decoder allows
+    it, else concat; "concat" — always past + new per step (what older runtimes read)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only: never reach for a hub
     quiet_libraries()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if lm_head not in LM_HEADS:
         raise ValueError(f"lm_head={lm_head!r}: choose one of {', '.join(LM_HEADS)}")
+    if kv_layout not in KV_LAYOUTS:
+        raise ValueError(f"kv_layout={kv_layout!r}: choose one of {', '.join(KV_LAYOUTS)}")
     family = resolve(read_config(model_dir))
     check_output([model_dir], out_dir, overwrite)
     check_weights(model_dir, getattr(family, "WEIGHT_FOLDERS", ("",)), getattr(family, "WEIGHTS_ONLY_PICKLE", False))
-    return write_atomically(out_dir, lambda tmp: _export_into(family, model_dir, tmp, check, lm_head, max_pixels))
+    return write_atomically(out_dir, lambda tmp: _export_into(family, model_dir, tmp, check, lm_head, max_pixels,
+                                                                    kv_layout))
 
 
-def _export_into(family, model_dir: Path, tmp: Path, check: bool, lm_head: str, max_pixels) -> Manifest:
+def _export_into(family, model_dir: Path, tmp: Path, check: bool, lm_head: str, max_pixels, kv_layout: str) -> Manifest:
     start = time.perf_counter()
     fam = family.prepare(model_dir)
     if max_pixels is not None:
         fam.image.preprocess = _with_budget(fam.image.preprocess, max_pixels, fam.family)
     graphs = {}
     for g in fam.graphs:
+        if kv_layout == "concat" and g.cache_layout == "append":
+            as_concat(g)
         path = tmp / f"{g.name}.onnx"
         graphs[g.name] = export_graph(g, path)
+        if g.cache_layout:
+            fam.llm.cache_layout = g.cache_layout
         if check:
             err = check_graph(g, path, fam.atol)
             log.info("%s graph exported, max |onnx - torch| = %.2e", g.name, err)

@@ -52,6 +52,10 @@ class SpanDecoderWithCache(DecoderWithCache):
 
     cache_from_config = False  # the window is in the mask; the trim (if any) is ours, in forward
 
+    @property
+    def append_ok(self) -> bool:  # a window counts columns: the runtime's capacity gap would shift it
+        return not self.sliding_window
+
     def __init__(self, language_model, lm_head, num_layers: int, logit_softcap: float = 0.0, sliding_window: int = 0,
                  window_cache: int = 0):
         super().__init__(language_model, lm_head, num_layers)

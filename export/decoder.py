@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from ..runtime.kv_cache import cache_names  # noqa: F401 — (past, outputs) names of a layout; families import it here
 from ..runtime.manifest import LLMSpec
 from .graphs import DecoderWithCache
-from .grouped_attention import use_grouped_attention
+from .grouped_attention import NAME, use_grouped_attention
 from .onnx_export import GraphExport
 
 
@@ -31,10 +32,6 @@ def text_llm_spec(text_config, vocab_size: int, max_context: int | None = None, 
                    **fields)
 
 
-def cache_names(num_layers: int) -> tuple[list[str], list[str]]:
-    past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-    present = [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-    return past, present
 
 
 # batch 2, seq 3, past 4: torch.export specialises sizes 0 and 1, so examples avoid them
@@ -65,7 +62,7 @@ def decoder_graph(language_model: torch.nn.Module, lm_head: torch.nn.Module, tex
     windowed = set(window_layers)
     layer_past = [EXAMPLE_WINDOW_PAST if i in windowed else past for i in range(num_layers)]
     cache = tuple(torch.randn(batch, kv_heads, n, head_dim) for n in layer_past for _ in ("key", "value"))
-    past_names, present_names = cache_names(num_layers)
+    past_names = cache_names(num_layers)[0]
     dims = {
         "inputs_embeds": {0: "batch", 1: "sequence"},
         "attention_mask": {0: "batch", 1: "total_sequence"},
@@ -74,15 +71,48 @@ def decoder_graph(language_model: torch.nn.Module, lm_head: torch.nn.Module, tex
         **{f"past_key_values.{i}.{kind}": {0: "batch", 2: "window_past_sequence" if i in windowed else "past_sequence"}
            for i in range(num_layers) for kind in ("key", "value")},
     }
-    module = module or DecoderWithCache(language_model, lm_head, num_layers)
+    module = (module or DecoderWithCache(language_model, lm_head, num_layers)).eval()
+    example = (embeds, mask, positions, *(x for _, x, _ in extra_inputs), cache)
+    layout = choose_cache_layout(module, language_model.config, example)
     return GraphExport(
         name="llm",
-        module=module.eval(),
-        example_inputs=(embeds, mask, positions, *(x for _, x, _ in extra_inputs), cache),
+        module=module,
+        example_inputs=example,
         input_names=["inputs_embeds", "attention_mask", "position_ids", *(n for n, _, _ in extra_inputs), *past_names],
-        output_names=["logits", *present_names],
+        output_names=["logits", *cache_names(num_layers, layout)[1]],
         dims=dims,
+        cache_layout=layout,
     )
+
+
+def choose_cache_layout(module, config, example: tuple) -> str:
+    """"append" (export/append_cache.py) where the module allows it and, on the example inputs, every
+    layer ran the append attention and the logits and caches equal the concat layout's; else "concat"."""
+    from . import append_cache
+
+    if not module.append_ok or getattr(config, "_attn_implementation", None) not in ("eager", NAME):
+        return "concat"
+    *head, past = example
+    with torch.no_grad():
+        module.cache_layout = "concat"
+        logits, *presents = module(*head, *past)
+        append_cache.register()
+        config._attn_implementation = append_cache.NAME
+        module.cache_layout = "append"
+        got, *new = module(*head, *past)
+    same = module.append_calls == module.num_layers and torch.allclose(got, logits, atol=1e-5, rtol=1e-4) and all(
+        torch.allclose(torch.cat([p, n], dim=2), c, atol=1e-6) for p, n, c in zip(past, new, presents))
+    if not same:  # a layer outside the attention interface, or one that rewrites its keys after the update
+        config._attn_implementation, module.cache_layout = NAME, "concat"
+        return "concat"
+    return "append"
+
+
+def as_concat(g: GraphExport) -> None:
+    """Turn an append-layout llm graph back to the concat layout (export --kv-layout concat)."""
+    g.module.cache_layout, g.cache_layout = "concat", "concat"
+    g.module.language_model.config._attn_implementation = NAME
+    g.output_names = ["logits", *cache_names(g.module.num_layers)[1]]
 
 
 def embedding_table(model) -> torch.Tensor:

@@ -90,6 +90,15 @@ class DecoderWithCache(nn.Module):
     """
 
     cache_from_config = True
+    # "append" (export/append_cache.py): outputs new.{i}.* (b, kv_heads, s, head_dim), the new tokens'
+    # keys/values only, instead of present.*; decoder_graph switches it on where the layers allow
+    cache_layout = "concat"
+
+    @property
+    def append_ok(self) -> bool:
+        """Whether the append layout can express this graph: the mask may hide capacity columns the
+        runtime leaves between the cache and the new tokens (windows measured in columns cannot)."""
+        return True
 
     def __init__(self, language_model: nn.Module, lm_head: nn.Module, num_layers: int):
         super().__init__()
@@ -106,6 +115,16 @@ class DecoderWithCache(nn.Module):
     def step(self, inputs_embeds, attention_mask, position_ids, past, mask=None, **extra):
         """``extra``: further keyword inputs of the text model (Qwen3-VL's DeepStack features);
         ``mask``: a (b, 1, s, past+s) additive mask instead of the causal one (export/attention.py)."""
+        if mask is None:
+            mask = additive_causal_mask(attention_mask, inputs_embeds.shape[1], inputs_embeds.dtype)
+        if self.cache_layout == "append":
+            from .append_cache import append_cache, appending
+
+            cache = append_cache(past, self.num_layers)
+            with appending(cache):
+                out = self._run(inputs_embeds, mask, position_ids, cache, extra)
+            self.append_calls = cache.calls  # decoder_graph checks every layer appended
+            return (self._logits(out), *(t for pair in cache.new for t in pair))
         from transformers.cache_utils import DynamicCache
 
         # with a config, transformers gives sliding-window layers a cache trimmed to the window; a graph
@@ -113,22 +132,18 @@ class DecoderWithCache(nn.Module):
         cache = DynamicCache(config=self.language_model.config) if self.cache_from_config else DynamicCache()
         for i in range(self.num_layers):
             cache.update(past[2 * i], past[2 * i + 1], i)
-        if mask is None:
-            mask = additive_causal_mask(attention_mask, inputs_embeds.shape[1], inputs_embeds.dtype)
-        out = self.language_model(
-            inputs_embeds=inputs_embeds,
-            attention_mask=mask,
-            position_ids=position_ids,
-            use_cache=True,
-            return_dict=True,
-            **{self.cache_arg: cache},
-            **extra,
-        )
-        logits = self.lm_head(out.last_hidden_state[:, -1:, :])
+        out = self._run(inputs_embeds, mask, position_ids, cache, extra)
         presents = []
         for layer in cache.layers[: self.num_layers]:  # updated in place with the new keys/values
             presents += [layer.keys, layer.values]
-        return (logits, *presents)
+        return (self._logits(out), *presents)
+
+    def _run(self, inputs_embeds, mask, position_ids, cache, extra):
+        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=position_ids,
+                                   use_cache=True, return_dict=True, **{self.cache_arg: cache}, **extra)
+
+    def _logits(self, out):
+        return self.lm_head(out.last_hidden_state[:, -1:, :])
 
 
 def additive_causal_mask(attention_mask: torch.Tensor, seq_len: int, dtype: torch.dtype) -> torch.Tensor:

@@ -29,6 +29,7 @@ class GraphExport:
     input_names: list[str]
     output_names: list[str]
     dims: dict[str, dict[int, str]] = field(default_factory=dict)
+    cache_layout: str = ""  # the llm graph: "concat" or "append" (export/append_cache.py) — manifest.llm.cache_layout
 
 
 def _dynamic_shapes(g: GraphExport):

@@ -113,6 +113,14 @@ class Stream:
         kind = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         call(rt.cudaMemcpyAsync(host.ctypes.data, src_ptr, host.nbytes, kind, self.handle))
 
+    def copy_2d(self, dst_ptr: int, dst_pitch: int, src_ptr: int, src_pitch: int, width: int, height: int) -> None:
+        """Device → device: ``height`` rows of ``width`` bytes, each ``*_pitch`` bytes after the last
+        (one KV head per row: a cache's columns written or moved without touching the others)."""
+        if width and height:
+            rt = cudart()
+            kind = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+            call(rt.cudaMemcpy2DAsync(dst_ptr, dst_pitch, src_ptr, src_pitch, width, height, kind, self.handle))
+
     def synchronize(self) -> None:
         call(cudart().cudaStreamSynchronize(self.handle))
 

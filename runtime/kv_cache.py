@@ -5,6 +5,13 @@ next step's inputs (past_key_values.*) through I/O binding — the cache never p
 NumPy or Python copies between steps; only the new embeddings go in and the logits come out.
 The binding is ORT's C-level one (``ort_binding.FastBinding``): the Python wrapper costs more
 per step than everything else the host does.
+
+Two layouts, as the manifest declares (``llm.cache_layout``). concat: a step's present.* are
+past + new, fresh tensors that become the next step's past. append (export/append_cache.py): the
+cache is preallocated here in blocks of ``CAPACITY_BLOCK`` tokens, (1, kv_heads, capacity,
+head_dim) per input; a step reads it whole — the mask hides the columns past ``num_tokens`` —
+and returns new.* (1, kv_heads, s, head_dim), which are written into the next free columns. The
+cache is never copied but when it grows by a block.
 """
 
 from __future__ import annotations
@@ -16,10 +23,73 @@ import numpy as np
 from .manifest import LLMSpec
 
 
-def cache_names(num_layers: int) -> tuple[list[str], list[str]]:
+CAPACITY_BLOCK = 64  # tokens: the append cache grows by whole blocks (≤ 63 masked columns read per step)
+
+
+def cache_names(num_layers: int, layout: str = "concat") -> tuple[list[str], list[str]]:
+    """(past inputs, cache outputs) of the llm graph: outputs present.* (concat) or new.* (append)."""
+    out = "present" if layout == "concat" else "new"
     past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-    present = [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-    return past, present
+    return past, [f"{out}.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+class AppendKVCache:
+    """The append layout's cache: per input a (1, kv_heads, capacity, head_dim) array whose first
+    ``num_tokens`` columns hold the keys/values, wrapped once per growth as an OrtValue (same memory)."""
+
+    def __init__(self, spec: LLMSpec):
+        self.spec = spec
+        self.past_names, self.present_names = cache_names(spec.num_layers, "append")
+        self.reset()
+
+    def reset(self) -> None:
+        self.arrays: list[np.ndarray] = []  # a fresh set per generation: saved states keep theirs
+        self.values: list = []
+        self.capacity = -1
+        self.num_tokens = 0
+        self.reserve(0)
+
+    def reserve(self, total: int) -> None:
+        """Room for ``total`` tokens: grows to whole blocks, copying the valid columns once."""
+        if total <= self.capacity:
+            return
+        import onnxruntime as ort
+
+        capacity = -(-total // CAPACITY_BLOCK) * CAPACITY_BLOCK
+        shape = (1, self.spec.num_kv_heads, capacity, self.spec.head_dim)
+        grown = [np.zeros(shape, dtype=self.spec.kv_dtype) for _ in self.past_names]
+        for new, old in zip(grown, self.arrays):
+            new[:, :, : self.num_tokens] = old[:, :, : self.num_tokens]
+        self.arrays, self.capacity = grown, capacity
+        self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in grown]  # views of the arrays, no copy
+
+    def mask(self, seq: int) -> np.ndarray:
+        """(1, capacity + seq) int64: 1 on the cached tokens and on the step's new ones."""
+        mask = np.zeros((1, self.capacity + seq), dtype=np.int64)
+        mask[:, : self.num_tokens] = 1
+        mask[:, self.capacity :] = 1
+        return mask
+
+    def append(self, new: list) -> None:
+        """``new``: the step's new.* (1, kv_heads, s, head_dim), as arrays or CPU OrtValues."""
+        new = [v if isinstance(v, np.ndarray) else v.numpy() for v in new]  # CPU: views, no copy
+        start, seq = self.num_tokens, new[0].shape[2]
+        self.reserve(start + seq)
+        for array, value in zip(self.arrays, new):
+            array[:, :, start : start + seq] = value
+        self.num_tokens = start + seq
+
+    def views(self) -> list[np.ndarray]:
+        """(1, kv_heads, num_tokens, head_dim) per input: views, valid until the cache grows."""
+        return [a[:, :, : self.num_tokens] for a in self.arrays]
+
+    @property
+    def nbytes(self) -> int:
+        return self.spec.cache_bytes(self.num_tokens)
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays)
 
 
 class OrtKVCache:
@@ -38,9 +108,21 @@ class OrtKVCache:
         self.values = [ort.OrtValue.ortvalue_from_numpy(empty) for _ in self.past_names]  # then C-level ones
         self.num_tokens = 0
 
+    def views(self) -> list[np.ndarray]:
+        """(1, kv_heads, num_tokens, head_dim) per input (a bounded window layer's: its last tokens)."""
+        return [v.numpy() for v in self.values]
+
     @property
     def nbytes(self) -> int:
         return self.spec.cache_bytes(self.num_tokens)
+
+    @property
+    def allocated_bytes(self) -> int:
+        return self.nbytes
+
+
+def make_cache(spec: LLMSpec):
+    return AppendKVCache(spec) if spec.cache_layout == "append" else OrtKVCache(spec)
 
 
 class OrtDecoder:
@@ -52,7 +134,8 @@ class OrtDecoder:
     def __init__(self, session, spec: LLMSpec):
         self.session = session.session  # the onnxruntime.InferenceSession
         self.spec = spec
-        self.cache = OrtKVCache(spec)
+        self.cache = make_cache(spec)
+        self.append = spec.cache_layout == "append"
         import onnxruntime as ort
 
         # logits land in buffers we own, 2 × (1, 1, vocab), alternating: no allocation or copy per step,
@@ -76,11 +159,13 @@ class OrtDecoder:
         self.engine_s = []
 
     def save_state(self) -> tuple:
-        """This generation's cache, memory and timings: references only (steps replace, never mutate, them)."""
-        return self.cache.values, self.cache.num_tokens, self.constants, self.engine_s
+        """This generation's cache, memory and timings: references only (concat steps replace the
+        cache; append steps write only past ``num_tokens`` of a generation's own arrays)."""
+        return vars(self.cache).copy(), self.constants, self.engine_s
 
     def load_state(self, state: tuple) -> None:
-        self.cache.values, self.cache.num_tokens, self.constants, self.engine_s = state
+        cache, self.constants, self.engine_s = state
+        vars(self.cache).update(cache)
 
     def set_memory(self, arrays: dict[str, np.ndarray]) -> None:
         """Inputs that stay fixed for a whole generation (cross K/V of the memory): wrapped once, never copied again."""
@@ -99,7 +184,10 @@ class OrtDecoder:
             self._ones = np.ones((1, total), dtype=np.int64)
         b = self._binding
         b.bind_array("inputs_embeds", np.ascontiguousarray(inputs_embeds, dtype=np.float32))
-        b.bind_array("attention_mask", self._ones[:, :total])  # (1, total): a contiguous prefix view
+        if self.append:  # (1, capacity + seq): the cache's unused columns hidden
+            b.bind_array("attention_mask", self.cache.mask(seq))
+        else:
+            b.bind_array("attention_mask", self._ones[:, :total])  # (1, total): a contiguous prefix view
         if self._takes_positions:
             b.bind_array("position_ids", np.ascontiguousarray(position_ids, dtype=np.int64))
         for name, value in zip(self.cache.past_names, self.cache.values):
@@ -121,8 +209,11 @@ class OrtDecoder:
         start = time.perf_counter()
         b.run()
         self.engine_s.append(time.perf_counter() - start)
-        self.cache.values = b.outputs()[1:]
-        self.cache.num_tokens = total
+        if self.append:
+            self.cache.append(b.outputs()[1:])
+        else:
+            self.cache.values = b.outputs()[1:]
+            self.cache.num_tokens = total
         return self._logits[turn][0, -1]
 
 

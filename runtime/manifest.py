@@ -26,6 +26,7 @@ PLACEMENTS = ("inline", "prefix", "memory")
 POSITION_SCHEMES = ("consecutive", "mrope", "shared_span")  # runtime/positions/
 ATTENTION_PATTERNS = ("causal", "prefix", "image")  # runtime/attention.py
 TOKEN_INPUT_KINDS = ("deepstack", "ntk_alpha", "image_mask", "cross_mask")  # runtime/token_inputs.py
+CACHE_LAYOUTS = ("concat", "append")  # runtime/kv_cache.py
 
 
 @dataclass
@@ -181,14 +182,24 @@ class LLMSpec:
     positions: PositionSpec = field(default_factory=PositionSpec)
     token_inputs: list[TokenInput] = field(default_factory=list)
     attention: AttentionSpec = field(default_factory=AttentionSpec)
+    # concat: the graph's present.{i}.* are past + new (a fresh cache per step); append
+    # (export/append_cache.py): its new.{i}.* are the new tokens' only, written by the runtime into
+    # a cache it preallocates (runtime/kv_cache.py) — the cache stays where it is
+    cache_layout: str = "concat"
 
     def __post_init__(self):
+        if self.cache_layout not in CACHE_LAYOUTS:
+            raise ManifestError(f"unknown manifest.llm.cache_layout {self.cache_layout!r}; this runtime knows "
+                                f"{CACHE_LAYOUTS}")
         if isinstance(self.positions, dict):
             self.positions = parse(PositionSpec, self.positions, "manifest.llm.positions")
         if isinstance(self.attention, dict):
             self.attention = parse(AttentionSpec, self.attention, "manifest.llm.attention")
         self.token_inputs = [t if isinstance(t, TokenInput) else parse(TokenInput, t, "manifest.llm.token_inputs")
                              for t in self.token_inputs]
+        if self.cache_layout == "append" and self.attention.window:
+            raise ManifestError("manifest.llm.cache_layout 'append' cannot go with a sliding window (its window counts "
+                                "cache columns, and the append cache leaves free ones); re-export the model")
 
     @property
     def step_inputs(self) -> list[str]:

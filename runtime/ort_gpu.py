@@ -64,6 +64,11 @@ def provider_list(backend: str, root: Path, manifest: Manifest, graph: str) -> l
 
 
 class OrtGpuDecoder(OrtDecoder):
-    """OrtDecoder whose present.* outputs stay on the GPU and feed the next step's past inputs."""
+    """OrtDecoder whose present.* outputs stay on the GPU and feed the next step's past inputs.
+
+    An append-layout export (manifest ``llm.cache_layout``) keeps its cache in host arrays here —
+    each step copies it to the device: correct, not fast. For ONNX Runtime on a GPU export with
+    ``--kv-layout concat``, or use the TensorRT backend, whose decoder keeps the append cache on
+    the device (runtime/tensorrt_decoder.py)."""
 
     cache_device = "cuda"  # (1, kv_heads, total, head_dim) device-resident between steps

@@ -10,6 +10,12 @@ for max_context, alternate: a step reads set A as past and writes set B as prese
 step reads B and writes A (ping-pong). No cache byte crosses the PCIe bus or is copied by us;
 the price is 2× the cache memory.
 
+An append-layout export (manifest ``llm.cache_layout``, export/append_cache.py) needs no second
+set: the graph returns only new.{i}.*, so the prefill's outputs *are* the cache (buffers sized to
+the prompt) and a decode step writes its one new column into the cache with a strided device copy
+(one row per KV head). The cache grows by ``CAPACITY_BLOCK`` tokens when full (one copy of it);
+the step reads it whole and the mask hides the unused columns. 1× the cache memory, not 2×.
+
 Profiles (see export/tensorrt/profiles.py): context 0 runs profile 0 (prefill, empty cache),
 context 1 runs profile 1 (decode, one token). Logits come back through pinned host memory.
 """
@@ -21,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PromptError, VlmforgeError
-from .kv_cache import cache_names
+from .kv_cache import CAPACITY_BLOCK, cache_names
 from .manifest import Manifest
 from .tensorrt_session import deserialize, set_shape, tensor_dtype
 
@@ -55,6 +61,63 @@ class TrtKVCache:
         return sum(b.nbytes for s in self.sets for b in s)
 
 
+class TrtAppendCache:
+    """The append layout's cache: per input one (1, kv_heads, capacity, head_dim) device buffer whose
+    first ``num_tokens`` columns hold the keys/values; ``scratch``: a decode step's new.* (one column)."""
+
+    def __init__(self, manifest: Manifest, dtype: np.dtype):
+        from .cuda import DeviceBuffer
+
+        llm = manifest.llm
+        self.past_names, self.present_names = cache_names(llm.num_layers, "append")
+        self.kv_heads = llm.num_kv_heads
+        self.column = llm.head_dim * dtype.itemsize  # bytes of one token of one head
+        self.per_token = self.column * self.kv_heads
+        self.scratch = [DeviceBuffer(self.per_token) for _ in self.past_names]
+        self.buffers: list = []
+        self.capacity = self.num_tokens = 0
+
+    def reset(self) -> None:
+        self.num_tokens = 0
+
+    def prefill_outputs(self, seq: int) -> list:
+        """Fresh buffers of exactly ``seq`` tokens for the prefill's new.*: they become the cache."""
+        from .cuda import DeviceBuffer
+
+        self.buffers = [DeviceBuffer(self.per_token * seq) for _ in self.past_names]
+        self.capacity = self.num_tokens = seq
+        return self.buffers
+
+    def reserve(self, total: int, stream) -> None:
+        """Room for ``total`` tokens: whole blocks, the valid columns of every head copied once."""
+        if total <= self.capacity:
+            return
+        from .cuda import DeviceBuffer
+
+        capacity = -(-total // CAPACITY_BLOCK) * CAPACITY_BLOCK
+        grown = [DeviceBuffer(self.per_token * capacity) for _ in self.past_names]
+        for new, old in zip(grown, self.buffers):
+            stream.copy_2d(new.ptr, capacity * self.column, old.ptr, self.capacity * self.column,
+                           self.num_tokens * self.column, self.kv_heads)
+        stream.synchronize()  # the old buffers are freed below
+        self.buffers, self.capacity = grown, capacity
+
+    def write_scratch(self, stream) -> None:
+        """The decode step's new column (scratch) → column ``num_tokens`` of every head."""
+        pitch, at = self.capacity * self.column, self.num_tokens * self.column
+        for buf, new in zip(self.buffers, self.scratch):
+            stream.copy_2d(buf.ptr + at, pitch, new.ptr, self.column, self.column, self.kv_heads)
+        self.num_tokens += 1
+
+    @property
+    def nbytes(self) -> int:
+        return self.per_token * len(self.past_names) * self.num_tokens
+
+    @property
+    def allocated_bytes(self) -> int:
+        return sum(b.nbytes for b in (*self.buffers, *self.scratch))
+
+
 class TrtDecoder:
     def __init__(self, root: Path, manifest: Manifest):
         needs = [manifest.llm.positions.scheme + " positions"] * (manifest.llm.positions.scheme != "consecutive")
@@ -70,14 +133,19 @@ class TrtDecoder:
         self.stream = Stream()
         self.contexts = [self.engine.create_execution_context(), self.engine.create_execution_context()]
         self.contexts[DECODE].set_optimization_profile_async(DECODE, self.stream.handle)
-        self.cache = TrtKVCache(manifest, tensor_dtype(self.engine, "past_key_values.0.key"), self.max_context)
+        kv_dtype = tensor_dtype(self.engine, "past_key_values.0.key")
+        self.append = manifest.llm.cache_layout == "append"
+        self.cache = TrtAppendCache(manifest, kv_dtype) if self.append else TrtKVCache(manifest, kv_dtype, self.max_context)
         hidden, n = manifest.llm.hidden_size, self.max_context
         self.embeds_dtype = tensor_dtype(self.engine, "inputs_embeds")
         self.embeds = DeviceBuffer(n * hidden * self.embeds_dtype.itemsize)  # (1, seq, hidden)
         self.positions = DeviceBuffer(n * 8)  # (1, seq) int64
-        self.mask = DeviceBuffer(n * 8)  # (1, total) int64, all ones: written once
-        ones = np.ones(n, dtype=np.int64)  # alive until the synchronize at the end of __init__
-        self.stream.copy_to_device(self.mask.ptr, ones)
+        # (1, total) int64: concat all ones, written once; append rewritten per step (capacity + 1)
+        mask_len = n + CAPACITY_BLOCK + 1
+        self.mask = DeviceBuffer(mask_len * 8)
+        self.host_mask = PinnedArray((mask_len,), np.int64)
+        self.host_mask.array[:] = 1  # alive until the synchronize at the end of __init__
+        self.stream.copy_to_device(self.mask.ptr, self.host_mask.array)
         self.kv_heads, self.head_dim = manifest.llm.num_kv_heads, manifest.llm.head_dim
         self.logits_dtype = tensor_dtype(self.engine, "logits")
         self.logits = DeviceBuffer(manifest.llm.vocab_size * self.logits_dtype.itemsize)
@@ -103,8 +171,12 @@ class TrtDecoder:
             raise PromptError("the TensorRT decode profile takes one token at a time after the prefill")
         profile = PREFILL if past == 0 else DECODE
         context = self.contexts[profile]
-        self._stage_inputs(context, profile, inputs_embeds, position_ids, total)
-        self._bind_cache(context, profile, past)
+        if self.append:
+            mask_len = self._bind_append(context, profile, seq)
+        else:
+            mask_len = total
+            self._bind_cache(context, profile, past)
+        self._stage_inputs(context, profile, inputs_embeds, position_ids, mask_len)
         context.set_tensor_address("logits", self.logits.ptr)
         self.timer.start()
         if not context.execute_async_v3(self.stream.handle):
@@ -113,11 +185,18 @@ class TrtDecoder:
         self.stream.copy_to_host(self.host_logits.array, self.logits.ptr)
         self.stream.synchronize()
         self.last_gpu_s = self.timer.elapsed_s()
-        self.cache.current, self.cache.num_tokens = 1 - self.cache.current, total
+        if self.append:
+            if past:
+                self.cache.write_scratch(self.stream)  # ordered before the next step's run on this stream
+        else:
+            self.cache.current, self.cache.num_tokens = 1 - self.cache.current, total
         return self.host_logits.array.astype(np.float32)  # a copy: the pinned buffer is reused
 
     def _stage_inputs(self, context, profile, inputs_embeds, position_ids, total) -> None:
+        """``total``: the attention mask's length (host_mask's first ``total`` entries, copied for append)."""
         seq = inputs_embeds.shape[1]
+        if self.append:
+            self.stream.copy_to_device(self.mask.ptr, self.host_mask.array[:total])
         embeds = self.host_embeds.array[:seq]
         embeds[...] = inputs_embeds[0]
         positions = self.host_positions.array[:seq]
@@ -128,6 +207,25 @@ class TrtDecoder:
                                  ("attention_mask", (1, total), self.mask), ("position_ids", (1, seq), self.positions)):
             set_shape(context, name, shape, self.engine, profile)
             context.set_tensor_address(name, buf.ptr)
+
+    def _bind_append(self, context, profile, seq: int) -> int:
+        """Bind the append cache for a step of ``seq`` tokens; returns the mask's length. Prefill:
+        an empty past, new.* written straight into the cache's buffers. Decode: the whole capacity
+        as past (the mask hides its free columns), new.* into the scratch column."""
+        cache = self.cache
+        if cache.num_tokens == 0:
+            outputs, capacity = cache.prefill_outputs(seq), 0
+            self.host_mask.array[:seq] = 1
+        else:
+            cache.reserve(cache.num_tokens + 1, self.stream)
+            outputs, capacity = cache.scratch, cache.capacity
+            mask = self.host_mask.array
+            mask[: cache.num_tokens], mask[cache.num_tokens : capacity], mask[capacity] = 1, 0, 1
+        for name, new, buf, out in zip(cache.past_names, cache.present_names, cache.buffers, outputs):
+            set_shape(context, name, (1, self.kv_heads, capacity, self.head_dim), self.engine, profile)
+            context.set_tensor_address(name, buf.ptr)
+            context.set_tensor_address(new, out.ptr)
+        return capacity + seq
 
     def _bind_cache(self, context, profile, past: int) -> None:
         cache = self.cache

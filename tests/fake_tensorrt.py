@@ -30,7 +30,7 @@ class _Err(Enum):
 def make_cudart() -> types.ModuleType:
     rt = types.ModuleType("cuda.bindings.runtime")
     rt.cudaError_t = _Err
-    rt.cudaMemcpyKind = Enum("cudaMemcpyKind", "cudaMemcpyHostToDevice cudaMemcpyDeviceToHost")
+    rt.cudaMemcpyKind = Enum("cudaMemcpyKind", "cudaMemcpyHostToDevice cudaMemcpyDeviceToHost cudaMemcpyDeviceToDevice")
     held = {}  # address → numpy block keeping the memory alive
 
     def malloc(n):
@@ -52,6 +52,14 @@ def make_cudart() -> types.ModuleType:
     rt.cudaSetDevice = lambda device: ok()
     rt.cudaMemGetInfo = lambda: ok(6 * 2**30, 8 * 2**30)  # free, total
     rt.cudaMemcpyAsync = lambda dst, src, n, kind, stream: (ctypes.memmove(dst, src, n), ok())[1]
+
+    def memcpy_2d(dst, dpitch, src, spitch, width, height, kind, stream):
+        assert width <= min(dpitch, spitch), "cudaMemcpy2D: a row wider than its pitch"
+        for r in range(height):
+            ctypes.memmove(dst + r * dpitch, src + r * spitch, width)
+        return ok()
+
+    rt.cudaMemcpy2DAsync = memcpy_2d
     return rt
 
 

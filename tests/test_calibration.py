@@ -140,7 +140,7 @@ def test_fp16_keeps_feeds_float32_and_halves_the_kv_cache(quantized):
     llm = manifest.graphs["llm"]
     dtypes = {t.name: t.dtype for t in (*llm.inputs, *llm.outputs)}
     assert dtypes["inputs_embeds"] == dtypes["logits"] == "float32"
-    assert dtypes["past_key_values.0.key"] == dtypes["present.0.value"] == "float16"
+    assert dtypes["past_key_values.0.key"] == dtypes["new.0.value"] == "float16"
     assert manifest.llm.kv_dtype == "float16"
     assert manifest.graphs["vision"].inputs[0].dtype == "float32"
 

@@ -53,6 +53,12 @@ def test_llm_prefill_and_decode_profiles(manifest):
     assert prefill["attention_mask"] == ((1, 1), (1, opt), (1, 256))
     assert all(prefill[n] == ((1, 2, 0, 16),) * 3 for n in CACHE)  # prefill starts from an empty cache
     assert decode["inputs_embeds"] == ((1, 1, 64),) * 3 and decode["position_ids"] == ((1, 1),) * 3
+    # the append layout's past is the cache's capacity: whole blocks of 64, up to max_context rounded up
+    assert manifest.llm.cache_layout == "append"
+    assert all(decode[n] == ((1, 2, 1, 16), (1, 2, 192, 16), (1, 2, 256, 16)) for n in CACHE)
+    assert decode["attention_mask"] == ((1, 2), (1, 193), (1, 257))
+    manifest.llm.cache_layout = "concat"  # past + new in a fresh tensor: past up to max_context - 1
+    decode = graph_profiles(manifest, "llm", 1, 256)[1]
     assert all(decode[n] == ((1, 2, 1, 16), (1, 2, opt + 64, 16), (1, 2, 255, 16)) for n in CACHE)
     assert decode["attention_mask"] == ((1, 2), (1, opt + 65), (1, 256))
 
@@ -64,6 +70,7 @@ def test_bounded_window_layers_get_their_own_past_range(manifest):
         if t.name.startswith("past_key_values.0."):
             t.shape = [d if d != "past_sequence" else "window_past_sequence" for d in t.shape]
     manifest.llm.attention.window, manifest.llm.attention.window_layers, manifest.llm.attention.window_cache = 8, [0], 15
+    manifest.llm.cache_layout = "concat"  # a windowed graph always is (export/append_cache.py)
     prefill, decode = graph_profiles(manifest, "llm", 1, 256)
     assert prefill["past_key_values.0.key"] == ((1, 2, 0, 16),) * 3
     assert decode["past_key_values.0.key"] == ((1, 2, 1, 16), (1, 2, 15, 16), (1, 2, 15, 16))
@@ -177,7 +184,7 @@ def test_engines_round_trip(folder):
     assert loaded.engines == written.engines and loaded.version == 1
     llm = loaded.engines.graphs["llm"]
     assert (llm.path, llm.bytes, llm.precision, len(llm.profiles)) == ("llm.engine", 300, "fp16", 2)
-    assert llm.profiles[1]["past_key_values.0.key"] == {"min": [1, 2, 1, 16], "opt": [1, 2, 153, 16], "max": [1, 2, 255, 16]}
+    assert llm.profiles[1]["past_key_values.0.key"] == {"min": [1, 2, 1, 16], "opt": [1, 2, 192, 16], "max": [1, 2, 256, 16]}
     assert loaded.engines.fingerprint.build_seconds == 2.5 and loaded.engines.max_context == 256
     data = json.loads((folder / "manifest.json").read_text())
     data.pop("engines")  # a manifest from before this section still loads
@@ -261,8 +268,8 @@ def test_ort_tensorrt_provider_options(manifest, tmp_path):
     assert (name, cuda, options["trt_fp16_enable"]) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", True)
     # one profile covering prefill and decode, with decode's opt shapes
     assert options["trt_profile_min_shapes"].startswith("inputs_embeds:1x1x64,attention_mask:1x1,position_ids:1x1,")
-    assert options["trt_profile_max_shapes"].endswith("past_key_values.1.value:1x2x255x16")
-    assert options["trt_profile_opt_shapes"].startswith("inputs_embeds:1x1x64,attention_mask:1x154,")
+    assert options["trt_profile_max_shapes"].endswith("past_key_values.1.value:1x2x256x16")
+    assert options["trt_profile_opt_shapes"].startswith("inputs_embeds:1x1x64,attention_mask:1x193,")
 
 
 def test_runtime_import_loads_no_gpu_stack():
@@ -275,13 +282,26 @@ def test_runtime_import_loads_no_gpu_stack():
 def test_tensorrt_backend_over_fake_tensorrt_gives_ort_tokens(folder, monkeypatch, rng):
     """Our TensorRT session and decoder over stand-in TensorRT/CUDA modules whose "engines" are
     the ONNX graphs (tests/fake_tensorrt.py): buffers, profile choice, shape checks and the
-    ping-pong cache must reproduce ONNX Runtime exactly."""
+    append cache (its growth by a block, the strided column writes) must reproduce ONNX Runtime exactly."""
     import fake_tensorrt
 
     fake_tensorrt.install(monkeypatch)
     with pytest.warns(UserWarning, match="GPU preprocessing unavailable"):  # no CUDA kernels behind the fake
         pipe = _check_tensorrt_backend(folder, rng, BuildFingerprint("10.99.0", "Fake GPU", "8.7"))
     assert getattr(pipe.preprocess, "device", "cpu") == "cpu"
+
+
+def test_tensorrt_ping_pong_cache_on_a_concat_export(tiny_llava, tmp_path, monkeypatch, rng):
+    """``export --kv-layout concat``: present.* = past + new, the decoder's two buffer sets alternate."""
+    import fake_tensorrt
+    from vlmforge.export import export_model
+
+    folder = tmp_path / "concat"
+    manifest = export_model(tiny_llava[0], folder, kv_layout="concat", check=False)
+    assert manifest.llm.cache_layout == "concat" and "present.0.key" in manifest.graphs["llm"].output_names
+    fake_tensorrt.install(monkeypatch)
+    with pytest.warns(UserWarning, match="GPU preprocessing unavailable"):
+        _check_tensorrt_backend(folder, rng, BuildFingerprint("10.99.0", "Fake GPU", "8.7"))
 
 
 def _real_gpu() -> bool:
@@ -331,13 +351,19 @@ def _check_tensorrt_backend(folder, rng, fingerprint: BuildFingerprint):
     fake_tensorrt_engines(folder, manifest, plan(manifest, options))
     record_engines(folder, manifest, plan(manifest, options), fingerprint, {}, options)
     image = rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)
-    ref = Pipeline.load(folder, backend="onnxruntime").generate(PROMPT, images=[image], max_new_tokens=12)
+    new = 30  # the prompt's 40-odd tokens + 30 cross the append cache's first block (64 tokens)
+    ref = Pipeline.load(folder, backend="onnxruntime").generate(PROMPT, images=[image], max_new_tokens=new, ignore_eos=True)
     pipe = Pipeline.load(folder)  # auto: engines + "TensorRT" + "GPU"
     assert pipe.backend == "tensorrt"
-    out = pipe.generate(PROMPT, images=[image], max_new_tokens=12)
-    assert out.token_ids == ref.token_ids and len(out.token_ids) == 12
+    out = pipe.generate(PROMPT, images=[image], max_new_tokens=new, ignore_eos=True)
+    assert out.token_ids == ref.token_ids and len(out.token_ids) == new
     assert out.stats.kv_cache_bytes == ref.stats.kv_cache_bytes == pipe.decoder.cache.nbytes
-    assert pipe.decoder.cache.allocated_bytes == 2 * 4 * 96 * 2 * 16 * 4  # two sets × 4 tensors × 96 tokens
+    column = 2 * 16 * 4  # one token of one tensor: kv_heads × head_dim × float32
+    if manifest.llm.cache_layout == "append":  # 4 tensors × whole blocks, + a one-token scratch column each
+        assert out.stats.num_prompt_tokens + new - 1 > 64 and pipe.decoder.cache.capacity == 128
+        assert pipe.decoder.cache.allocated_bytes == 4 * column * (128 + 1)
+    else:
+        assert pipe.decoder.cache.allocated_bytes == 2 * 4 * 96 * column  # two sets × 4 tensors × 96 tokens
     with pytest.raises(PromptError, match="the model's context is 96"):  # the engine's limit, not the model's 256
         pipe.generate("word " * 100, max_new_tokens=1)
     pipe.decoder.reset()

@@ -12,7 +12,9 @@ window up to what the export's ``max_pixels`` bound allows (``--max-tiles`` caps
 LLM: two profiles, because its two uses have nothing in common.
   0 prefill: sequence 1..max_context from an empty cache (past_sequence 0) — GEMMs over the
     whole prompt; opt = one image's tokens plus a short question.
-  1 decode:  sequence 1, past_sequence 1..max_context-1 — one token against the cache, GEMVs.
+  1 decode:  sequence 1, past_sequence 1..max_context-1 — one token against the cache, GEMVs
+    (an append-layout export: past_sequence is the cache's capacity, whole blocks up to
+    max_context rounded up to one; total_sequence one more).
 With one profile the opt shapes would tune either the prompt GEMMs or the per-token GEMVs, and
 the decode step — nearly every call — would run kernels picked for a prompt. Prefill keeps
 past_sequence at 0 because the runtime always prefills into an empty cache (decode.prefill
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...runtime.kv_cache import CAPACITY_BLOCK
 from ...runtime.errors import VlmforgeError
 from ...runtime.manifest import Manifest
 
@@ -117,6 +120,10 @@ def symbol_ranges(manifest: Manifest, graph: str, max_tiles: int, max_context: i
                    "total_sequence": DimRange(1, opt_prompt, max_context)}
         decode = {"batch": one, "sequence": one, "past_sequence": DimRange(1, opt_past, max_context - 1),
                   "total_sequence": DimRange(2, opt_past + 1, max_context)}
+        if manifest.llm.cache_layout == "append":  # past is the cache's capacity: whole blocks (runtime/kv_cache.py)
+            top = -(-max_context // CAPACITY_BLOCK) * CAPACITY_BLOCK
+            opt = min(top, -(-opt_past // CAPACITY_BLOCK) * CAPACITY_BLOCK)
+            decode["past_sequence"], decode["total_sequence"] = DimRange(1, opt, top), DimRange(2, opt + 1, top + 1)
         cap = manifest.llm.attention.window_cache  # bounded sliding-window layers' past (Gemma 3)
         if manifest.llm.attention.window_layers:
             top = min(cap, max_context - 1)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..kv_cache import OrtDecoder, cache_names, make_binding
 from ..manifest import GraphSpec, LLMSpec
+from .batch_cache import as_array
 
 
 def batch_axis(shape: list, default: int = 0) -> int:
@@ -24,7 +25,8 @@ class ModelRunner:
         self.session = decoder.session
         self.spec = spec
         self.binding = make_binding(self.session, decoder.cache_device)
-        self.past_names, self.present_names = cache_names(spec.num_layers)
+        self.past_names, self.present_names = cache_names(spec.num_layers, spec.cache_layout)
+        self.append = spec.cache_layout == "append"  # the graph returns the new columns only
         shapes = {t.name: t.shape for t in graph.inputs}
         self.takes_positions = "position_ids" in shapes
         self.batch_axes = {name: batch_axis(shape, 0) for name, shape in shapes.items()}
@@ -55,4 +57,6 @@ class ModelRunner:
         b.run()
         out = b.outputs()
         logits = np.array(out[0].numpy()[:, -1], dtype=np.float32)  # (b, vocab), ours: the next step reuses buffers
+        if self.append:  # the batch cache (batch_cache.py) keeps whole (B, kv, T + s, hd) tensors
+            return logits, [np.concatenate([as_array(p), n.numpy()], axis=2) for p, n in zip(past, out[1:])]
         return logits, out[1:]
