@@ -60,6 +60,10 @@ class OrtSession:
         opts.graph_optimization_level = level.ORT_ENABLE_ALL if optimise else level.ORT_DISABLE_ALL
         opts.intra_op_num_threads = threads or physical_cores()
         opts.log_severity_level = 3
+        # no CPU arena: it keeps the high-water mark of every prefill chunk's workspace for the process's
+        # life (bench model, w4, 2,400-token prompt: peak RSS 2,432 → 2,067 MB; 600: 1,781 → 1,693 MB;
+        # decode steps unchanged — benchmarks/bench_long_context.py); the allocator returns freed pages
+        opts.enable_cpu_mem_arena = False
         if save_to is not None:  # the optimised graph, its weights beside it in one file
             opts.optimized_model_filepath = str(save_to / "model.onnx")
             opts.add_session_config_entry("session.optimized_model_external_initializers_file_name", "model.onnx.data")
