@@ -21,6 +21,8 @@ import contextlib
 
 import torch
 
+from .grouped_attention import attention_weights
+
 NAME = "vlmforge_append"
 
 _ACTIVE: list = []  # the AppendCache of the forward being traced (a stack: at most one deep)
@@ -81,12 +83,7 @@ def append_attention_forward(module, query, key, value, attention_mask, scaling:
     scores = torch.cat([torch.matmul(grouped, past_key.transpose(2, 3)),
                         torch.matmul(grouped, key.transpose(2, 3))], dim=-1) * scaling  # (B, KV, G·q, P + s)
     scores = scores.reshape(b, h, q, past + s)
-    if softcap:
-        scores = torch.tanh(scores / softcap) * softcap
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    weights = attention_weights(module, scores, attention_mask, softcap, dropout, query.dtype)
     w = weights.reshape(b, kv, g * q, past + s)
     out = torch.matmul(w[..., :past], past_value) + torch.matmul(w[..., past:], value)  # (B, KV, G·q, D)
     return out.reshape(b, h, q, d).transpose(1, 2).contiguous(), weights

@@ -28,14 +28,20 @@ def grouped_attention_forward(module, query, key, value, attention_mask, scaling
     g = h // kv  # query head i reads KV head i // g, as repeat_kv lays them out
     scores = torch.matmul(query.reshape(b, kv, g * q, d), key.transpose(2, 3)) * scaling  # (B, KV, G·q, S)
     scores = scores.reshape(b, h, q, s)
+    weights = attention_weights(module, scores, attention_mask, softcap, dropout, query.dtype)
+    out = torch.matmul(weights.reshape(b, kv, g * q, s), value)  # (B, KV, G·q, D)
+    return out.reshape(b, h, q, d).transpose(1, 2).contiguous(), weights
+
+
+def attention_weights(module, scores, attention_mask, softcap, dropout: float, dtype):
+    """(B, H, q, S) scores → softmax weights as eager attention takes them: Gemma 2's softcap before
+    the additive mask, softmax in float32, dropout (a no-op in eval)."""
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
     if attention_mask is not None:
         scores = scores + attention_mask
-    weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
-    out = torch.matmul(weights.reshape(b, kv, g * q, s), value)  # (B, KV, G·q, D)
-    return out.reshape(b, h, q, d).transpose(1, 2).contiguous(), weights
+    weights = torch.nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(dtype)
+    return torch.nn.functional.dropout(weights, p=dropout, training=module.training)
 
 
 def use_grouped_attention(config) -> None:
