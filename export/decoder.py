@@ -32,8 +32,6 @@ def text_llm_spec(text_config, vocab_size: int, max_context: int | None = None, 
                    **fields)
 
 
-
-
 # batch 2, seq 3, past 4: torch.export specialises sizes 0 and 1, so examples avoid them
 EXAMPLE_BATCH, EXAMPLE_SEQ, EXAMPLE_PAST = 2, 3, 4
 
