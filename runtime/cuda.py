@@ -121,6 +121,10 @@ class Stream:
             kind = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
             call(rt.cudaMemcpy2DAsync(dst_ptr, dst_pitch, src_ptr, src_pitch, width, height, kind, self.handle))
 
+    def zero(self, ptr: int, nbytes: int) -> None:
+        """Device memory ← zeros (cudaMalloc leaves it undefined: NaN bit patterns read back as NaN)."""
+        call(cudart().cudaMemsetAsync(ptr, 0, nbytes, self.handle))
+
     def synchronize(self) -> None:
         call(cudart().cudaStreamSynchronize(self.handle))
 

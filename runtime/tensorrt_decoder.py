@@ -97,6 +97,8 @@ class TrtAppendCache:
         capacity = -(-total // CAPACITY_BLOCK) * CAPACITY_BLOCK
         grown = [DeviceBuffer(self.per_token * capacity) for _ in self.past_names]
         for new, old in zip(grown, self.buffers):
+            # the free columns must be finite: masked scores weigh them by 0, and 0 × NaN is NaN
+            stream.zero(new.ptr, new.nbytes)
             stream.copy_2d(new.ptr, capacity * self.column, old.ptr, self.capacity * self.column,
                            self.num_tokens * self.column, self.kv_heads)
         stream.synchronize()  # the old buffers are freed below

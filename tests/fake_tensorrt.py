@@ -34,7 +34,7 @@ def make_cudart() -> types.ModuleType:
     held = {}  # address → numpy block keeping the memory alive
 
     def malloc(n):
-        block = np.zeros(n, np.uint8)
+        block = np.full(n, 0xFF, np.uint8)  # as undefined as cudaMalloc's: float NaN, int -1 until written
         held[block.ctypes.data] = block
         return _Err.cudaSuccess, block.ctypes.data
 
@@ -60,6 +60,7 @@ def make_cudart() -> types.ModuleType:
         return ok()
 
     rt.cudaMemcpy2DAsync = memcpy_2d
+    rt.cudaMemsetAsync = lambda ptr, value, n, stream: (ctypes.memset(ptr, value, n), ok())[1]
     return rt
 
 
@@ -184,6 +185,10 @@ def install(monkeypatch, real_cuda: bool = False) -> None:
     rt = make_cudart()
     cuda, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
     cuda.bindings, bindings.runtime = bindings, rt
+    # the driver API and NVRTC hidden too: on a GPU machine the CUDA preprocessing would otherwise
+    # write the tile batch to real device memory, which the fake engine reads as host memory
+    for name in ("cuda.bindings.driver", "cuda.bindings.nvrtc"):
+        monkeypatch.delitem(sys.modules, name, raising=False)  # the fake package has no submodules to find
     for name, module in {"cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": rt}.items():
         monkeypatch.setitem(sys.modules, name, module)
 

@@ -315,15 +315,22 @@ def _real_gpu() -> bool:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _real_gpu(), reason="needs cuda-python and a CUDA GPU")
-def test_tensorrt_backend_on_real_cuda_memory(folder, monkeypatch, rng):
+@pytest.mark.parametrize("layout", ["append", "concat"])
+def test_tensorrt_backend_on_real_cuda_memory(layout, tiny_llava, folder, monkeypatch, rng):
     """The same over real CUDA (a GPU without TensorRT): our device buffers, pinned arrays,
-    streams, events and the ping-pong cache live in GPU memory; only the engine is ONNX Runtime
-    between two cudaMemcpy. Also the device query and GPU memory the profile reports."""
+    streams, events and the KV cache (append: blocks and strided column writes; concat: ping-pong)
+    live in GPU memory; only the engine is ONNX Runtime between two cudaMemcpy. Also the device
+    query and GPU memory the profile reports."""
     import fake_tensorrt
+    from vlmforge.export import export_model
     from vlmforge.runtime import Pipeline
     from vlmforge.runtime.cuda import device_name_and_capability, memory_used_bytes
     from vlmforge.runtime.profile import profile
 
+    if layout == "concat":
+        folder = folder.parent / "concat"
+        export_model(tiny_llava[0], folder, kv_layout="concat", check=False)
+    assert load_manifest(folder).llm.cache_layout == layout
     fake_tensorrt.install(monkeypatch, real_cuda=True)
     name, capability = device_name_and_capability()
     assert name and capability.count(".") == 1
