@@ -1,9 +1,9 @@
 """Long contexts on the realistic bench model: decode step time against context, prefill time and
 peak memory against prompt length, load time — vlmforge's append and concat KV layouts at FP32 /
-w8 / w4 beside transformers FP32.
+w8 / w4 / w8a8 beside transformers FP32.
 
     python benchmarks/bench_long_context.py --work /tmp/vlmforge-bench [--contexts 600,2400,8000]
-                                            [--prefill 600,2400] [--rows fp32,fp32-concat,w4,w4-concat,w8,transformers]
+                                            [--prefill 600,2400] [--rows fp32,fp32-concat,w4,w4-concat,w8,w8a8,transformers]
 
 The model is bench_precision.py's (CLIP-ViT-L/14-336 + a Qwen2-0.5B-shaped decoder, random
 weights; built once into --work). Only the LLM is measured here: the picture's tokens are the
@@ -40,9 +40,9 @@ from bench_precision import peak_rss_mb, step  # noqa: E402 — the same checkpo
 
 ROWS = {  # row → (folder under --work built by prepare_rows, or "transformers")
     "fp32": "fp32", "fp32-concat": "fp32-concat", "w8": "w8", "w4": "w4", "w4-concat": "w4-concat",
-    "transformers": "transformers",
+    "w8a8": "w8a8", "transformers": "transformers",
 }
-WEIGHT_ONLY = {"w8": "llm=w8", "w4": "llm=w4"}
+WEIGHT_ONLY = {"w8": "llm=w8", "w4": "llm=w4", "w8a8": "llm=w8a8"}  # w8a8: int8 activations too (per token)
 
 
 def prepare_rows(work: Path, rows: list[str]) -> dict[str, Path]:

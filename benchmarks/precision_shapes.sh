@@ -1,10 +1,10 @@
 #!/bin/bash
 # What each precision costs on the bundled default model: export it, calibrate on 32 training
-# pictures with their own questions, quantise to int8 / w8 / w4 (vision and connector int8),
+# pictures with their own questions, quantise to int8 / w8 / w4 / w8a8 (vision and connector int8),
 # and verify each against fp32 — feature cosines, KL, greedy agreement over 50 pairs, and the
 # shapes suite on 500 held-out questions.
 #
-#     bash benchmarks/precision_shapes.sh [WORK_DIR]      (about 5 min on 2 cores)
+#     bash benchmarks/precision_shapes.sh [WORK_DIR]      (about 6 min on 2 cores; PRECISIONS="w4 w8a8" for a subset)
 set -euo pipefail
 W=${1:-/tmp/vlmforge-precision-shapes}
 SUITE=${SUITE:-500}
@@ -23,7 +23,7 @@ open(f"{work}/prompts.txt", "w").write("\n".join(lines) + "\n")
 PY
 vlmforge export "$MODEL" -o "$W/fp32"
 vlmforge calibrate "$W/fp32" --images "$W/calib" --prompts "$W/prompts.txt" --samples 32
-for p in int8 w8 w4; do
+for p in ${PRECISIONS:-int8 w8 w4 w8a8}; do
   case $p in int8) P=int8 ;; *) P=vision=int8,connector=int8,llm=$p ;; esac
   vlmforge quantize "$W/fp32" -o "$W/$p" --precision "$P"
   vlmforge verify "$W/$p" --reference "$W/fp32" --images "$W/calib" --prompts "$W/prompts.txt" \

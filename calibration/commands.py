@@ -67,7 +67,7 @@ def add_commands(sub, needs_export_stack=lambda f: f) -> None:
     q.add_argument("model", help="an exported fp32 folder")
     q.add_argument("-o", "--out", required=True)
     q.add_argument("--precision", required=True,
-                   help="fp16|int8|w8|w4 for every graph, or per graph: vision=int8,connector=fp16,llm=w4")
+                   help="fp16|int8|w8|w4|w8a8 for every graph, or per graph: vision=int8,connector=fp16,llm=w4")
     q.add_argument("--target", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
                    help="weight-only form: MatMulNBits (onnxruntime) or DequantizeLinear→MatMul (tensorrt)")
     q.add_argument("--calibration", help="calibration cache (default: MODEL/calibration.json); int8 and fp16 need it")

@@ -2,7 +2,8 @@
 
 The manifest's names are the TensorRT builder's (``export/tensorrt/options.py``): ``fp32``,
 ``fp16``, ``int8`` (Q/DQ on activations and weights), ``int8-weight`` and ``int4-weight``
-(weight-only). Users may type either spelling; ``parse_precision`` returns manifest names.
+(weight-only); ``int8-dynamic`` (W8A8, activations quantised per token at run time) is ONNX
+Runtime's alone. Users may type either spelling; ``parse_precision`` returns manifest names.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ ALIASES = {
     "int8-weight": "int8-weight",
     "w4": "int4-weight",
     "int4-weight": "int4-weight",
+    "w8a8": "int8-dynamic",
+    "int8-dynamic": "int8-dynamic",
 }
 WEIGHT_ONLY_BITS = {"int8-weight": 8, "int4-weight": 4}
+DYNAMIC_INT8 = "int8-dynamic"  # int8 weights per channel, activations per token at run time (ONNX Runtime)
 TARGETS = ("onnxruntime", "tensorrt")
 
 
@@ -43,7 +47,8 @@ def parse_precision(text: str, graph_names=GRAPHS) -> dict[str, str]:
 def _word(value: str, where: str) -> str:
     if value not in ALIASES:
         raise QuantizationError(
-            f"unknown precision {value!r} for {where}; choose one of fp32, fp16, int8, w8 (int8-weight), w4 (int4-weight)"
+            f"unknown precision {value!r} for {where}; choose one of fp32, fp16, int8, w8 (int8-weight), w4 (int4-weight), "
+            "w8a8 (int8-dynamic)"
         )
     return ALIASES[value]
 

@@ -18,7 +18,8 @@ from . import onnx_io
 from .cache import CalibrationCache, default_cache_path, load_cache
 from .fp16 import convert_fp16
 from .int8 import DEFAULT_MIN_SQNR_DB, quantize_int8
-from .precision import WEIGHT_ONLY_BITS, QuantizationError, check_target, parse_precision
+from .dynamic_int8 import quantize_dynamic_int8
+from .precision import DYNAMIC_INT8, WEIGHT_ONLY_BITS, QuantizationError, check_target, parse_precision
 from .weight_only import check_weight_only, quantize_weight_only
 
 NEEDS_CALIBRATION = ("int8", "fp16")  # ranges (int8) / measured maxima (fp16's FP32 islands)
@@ -84,9 +85,14 @@ def _check_plan(root: Path, manifest: Manifest, plan: dict[str, str], target: st
     if unknown:
         raise QuantizationError(f"the model has no graph(s) {sorted(unknown)}; its graphs: {', '.join(manifest.graphs)}")
     for name, precision in plan.items():
-        if precision in WEIGHT_ONLY_BITS:
+        if precision == DYNAMIC_INT8 and target != "onnxruntime":
+            raise QuantizationError(
+                f"w8a8 (int8-dynamic) quantises activations at run time with MatMulInteger, which TensorRT cannot "
+                f"build; for TensorRT quantise the {name} graph with int8 (calibrated Q/DQ) or w8, or use --target onnxruntime"
+            )
+        if precision in WEIGHT_ONLY_BITS or precision == DYNAMIC_INT8:
             structure = onnx.load(str(root / manifest.graphs[name].path), load_external_data=False)
-            check_weight_only(name, structure, WEIGHT_ONLY_BITS[precision], block_size, target)
+            check_weight_only(name, structure, WEIGHT_ONLY_BITS.get(precision, 8), block_size, target)
 
 
 def _quantize_into(root, tmp, manifest, plan, cache, options: dict, embeddings: str) -> Manifest:
@@ -124,6 +130,8 @@ def _convert(name, src, dst, precision, cache, sha, target, block_size, accuracy
         return convert_fp16(src, dst, cache.for_graph(name, sha).absmax)
     if precision == "int8":
         return quantize_int8(src, dst, cache.for_graph(name, sha), cache.method, min_sqnr_db)
+    if precision == DYNAMIC_INT8:
+        return quantize_dynamic_int8(src, dst)
     return quantize_weight_only(src, dst, WEIGHT_ONLY_BITS[precision], block_size, target, accuracy_level)
 
 

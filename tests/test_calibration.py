@@ -52,7 +52,7 @@ def quantized(calibrated, tmp_path_factory):
     root = tmp_path_factory.mktemp("quantized")
     out = {}
     for word, target in [("fp16", "onnxruntime"), ("int8", "onnxruntime"), ("w8", "onnxruntime"),
-                         ("w4", "onnxruntime"), ("w8", "tensorrt"), ("w4", "tensorrt")]:
+                         ("w4", "onnxruntime"), ("w8", "tensorrt"), ("w4", "tensorrt"), ("w8a8", "onnxruntime")]:
         key = word if target == "onnxruntime" else f"{word}-trt"
         out[key] = root / key
         quantize_model(export_dir, out[key], word, calibration=cache, target=target)
@@ -105,7 +105,7 @@ def _op_types(path):
 
 def test_every_precision_runs_in_the_runtime_and_is_declared(quantized):
     expected = {"fp16": "fp16", "int8": "int8", "w8": "int8-weight", "w4": "int4-weight",
-                "w8-trt": "int8-weight", "w4-trt": "int4-weight"}
+                "w8-trt": "int8-weight", "w4-trt": "int4-weight", "w8a8": "int8-dynamic"}
     for key, folder in quantized.items():
         manifest = load_manifest(folder, verify=True)  # hashes recomputed for the new artifacts
         assert {s.precision for s in manifest.graphs.values()} == {expected[key]}, key
@@ -133,6 +133,44 @@ def test_graph_forms(quantized):
         assert any(n.op_type == "DequantizeLinear" and types.get(n.input[0]) == dtype for n in model.graph.node)
         assert load_manifest(quantized[key]).graphs["llm"].quantization["weight_form"] == "dequantizelinear"
     assert load_manifest(quantized["w4"]).graphs["llm"].quantization["weight_form"] == "matmulnbits"
+    w8a8 = onnx.load(str(quantized["w8a8"] / "llm.onnx"))
+    inits = {i.name: i for i in w8a8.graph.initializer}
+    integer = [n for n in w8a8.graph.node if n.op_type == "MatMulInteger"]
+    assert integer and all(inits[n.input[1]].data_type == onnx.TensorProto.INT8 for n in integer)
+    assert not [n for n in w8a8.graph.node if n.op_type == "MatMul" and n.input[1] in inits]  # no float GEMM left
+    assert load_manifest(quantized["w8a8"]).graphs["llm"].quantization["weight_form"] == "matmulinteger"
+
+
+def test_w8a8_is_per_token_dynamic_int8():
+    """The rewritten MatMul equals its definition in NumPy: per-output-channel int8 weights, each
+    row of x quantised with its own scale (an outlier row leaves the others' resolution alone),
+    uint8 with zero point 128; an all-zero row gives zeros, not NaN."""
+    import onnxruntime as ort
+
+    from vlmforge.calibration.dynamic_int8 import per_channel_int8, rewrite_matmuls
+
+    rng = np.random.default_rng(0)
+    k, n = 64, 24
+    weight = rng.standard_normal((k, n)).astype(np.float32)
+    x = rng.standard_normal((1, 5, k)).astype(np.float32)
+    x[0, 1] *= 1000.0
+    x[0, 3] = 0.0
+    xi = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 5, k])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 5, n])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [xi], [y],
+                                   [onnx.numpy_helper.from_array(weight, "w")])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    assert rewrite_matmuls(model) == 1
+    onnx.checker.check_model(model)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    wq, ws = per_channel_int8(weight)
+    scale = np.maximum(np.abs(x).max(-1, keepdims=True) / 127, 1e-12)
+    xq = np.rint(x / scale)
+    want = (xq @ wq.astype(np.float32)) * scale * ws
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert not got[0, 3].any() and np.isfinite(got).all()
+    rel = np.abs(got[0, [0, 2, 4]] - (x @ weight)[0, [0, 2, 4]]).max() / np.abs(x @ weight)[0, [0, 2, 4]].max()
+    assert rel < 0.02  # the 1000× row did not coarsen its neighbours
 
 
 def test_fp16_keeps_feeds_float32_and_halves_the_kv_cache(quantized):
@@ -187,6 +225,8 @@ def test_refusals(calibrated, quantized, tmp_path):
         quantize_model(export_dir, tmp_path / "x", "w4", target="tensorrt", block_size=128)
     with pytest.raises(FileExistsError):
         quantize_model(export_dir, quantized["w8"], "w8")
+    with pytest.raises(QuantizationError, match="TensorRT cannot build"):
+        quantize_model(export_dir, tmp_path / "x", "llm=w8a8", target="tensorrt")
     stale = json.loads(cache.read_text())
     stale["graphs"]["llm"]["sha256"] = "0" * 64
     (tmp_path / "stale.json").write_text(json.dumps(stale))

@@ -107,7 +107,7 @@ def decisive(tiny_llava, tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("precision, min_agreement", [("int8", 0.95), ("w8", 0.95), ("w4", 0.90)])
+@pytest.mark.parametrize("precision, min_agreement", [("int8", 0.95), ("w8", 0.95), ("w4", 0.90), ("w8a8", 0.95)])
 def test_fidelity_targets(decisive, precision, min_agreement):
     out = decisive / precision
     quantize_model(decisive / "out", out, precision)

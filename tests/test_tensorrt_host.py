@@ -120,6 +120,9 @@ def test_precision_plans(manifest):
         plan_graph("llm", spec, "fp16")
     spec.inputs[0].dtype = "float16"  # the graph carries every type: strongly typed
     assert plan_graph("llm", spec, "int8").strongly_typed
+    spec.precision = "int8-dynamic"  # w8a8: MatMulInteger, ONNX Runtime's alone
+    with pytest.raises(VlmforgeError, match="runs on ONNX Runtime only.*--precision llm=int8"):
+        plan_graph("llm", spec, None)
     spec.precision = "int4-weight"  # DequantizeLinear on blocked weights
     assert plan_graph("llm", spec, None) == plan_graph("llm", spec, "int4-weight")
     assert plan_graph("llm", spec, None).strongly_typed

@@ -73,6 +73,12 @@ def float_dtype(spec: GraphSpec) -> str:
 def plan_graph(name: str, spec: GraphSpec, requested: str | None, on_dla: bool = False) -> GraphPlan:
     """Decide network mode and flags for one graph, or say what the graph is missing."""
     carried = spec.precision
+    if carried == "int8-dynamic":
+        raise VlmforgeError(
+            f"the {name} graph is w8a8 (int8-dynamic: MatMulInteger with activations quantised at run time), which "
+            f"runs on ONNX Runtime only; for TensorRT quantise the fp32 export's {name} graph with --precision "
+            f"{name}=int8 or {name}=w8 --target tensorrt"
+        )
     if carried not in PRECISIONS:
         raise VlmforgeError(
             f"the {name} graph's precision in the manifest is {carried!r}, which the TensorRT builder does not "
