@@ -41,7 +41,7 @@ def cmd_export(args) -> int:
                             max_pixels=args.max_pixels, kv_layout=args.kv_layout)
     size = sum(a.bytes for a in manifest.artifacts.values())
     print(f"exported {manifest.family} ({manifest.architecture}) to {args.out}: "
-          f"{len(manifest.artifacts)} artifacts, {size / 1e6:.1f} MB")
+          f"{len(manifest.artifacts)} artifacts, {size / 1e6:.1f} MB; KV cache layout {manifest.llm.cache_layout}")
     return 0
 
 

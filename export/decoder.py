@@ -98,8 +98,11 @@ def choose_cache_layout(module, config, example: tuple) -> str:
         config._attn_implementation = append_cache.NAME
         module.cache_layout = "append"
         got, *new = module(*head, *past)
-    same = module.append_calls == module.num_layers and torch.allclose(got, logits, atol=1e-5, rtol=1e-4) and all(
-        torch.allclose(torch.cat([p, n], dim=2), c, atol=1e-6) for p, n, c in zip(past, new, presents))
+    # float tolerance for both: the layouts sum the softmax in another order, and on a 24-layer
+    # decoder the last layers' keys differ by ~2e-6 (a bypassed layer or a rewritten cache is O(1) off)
+    close = lambda a, b: torch.allclose(a, b, atol=1e-5, rtol=1e-4)  # noqa: E731
+    same = module.append_calls == module.num_layers and close(got, logits) and all(
+        close(torch.cat([p, n], dim=2), c) for p, n, c in zip(past, new, presents))
     if not same:  # a layer outside the attention interface, or one that rewrites its keys after the update
         config._attn_implementation, module.cache_layout = NAME, "concat"
         return "concat"

@@ -14,7 +14,7 @@ def test_export_run_profile(tiny_llava, tmp_path, capsys):
     model_dir, _ = tiny_llava
     out = tmp_path / "out"
     assert main(["export", str(model_dir), "-o", str(out)]) == 0
-    assert "exported llava" in capsys.readouterr().out
+    assert "exported llava" in (printed := capsys.readouterr().out) and "KV cache layout append" in printed
     img = tmp_path / "cat.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(img)
     assert main(["run", str(out), "--image", str(img), "--prompt", "What is in the picture?", "--max-new-tokens", "5"]) == 0

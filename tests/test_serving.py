@@ -211,3 +211,55 @@ def test_bad_engine_settings_and_a_full_queue(pipe):
     with pytest.raises(VlmforgeError, match="closed"):
         pipe.generate_batch([Request(prompt="hi")])
     pipe.start_engine()
+
+
+def test_the_in_place_batch_cache_holds_what_the_concat_one_does():
+    """Append layout: columns written in place into preallocated capacity must give, after every
+    join, step (across a 64-token block) and leave, the concat batch cache's occupied columns and
+    mask, with the free columns masked out; leaving rows get the same unpadded caches."""
+    from vlmforge.runtime.serving.batch_cache import BatchCache
+
+    rng = np.random.default_rng(0)
+    seq = lambda n, keep=False: types.SimpleNamespace(num_cached=n, keep_cache=keep, final_cache=None)  # noqa: E731
+    cache = lambda n: [rng.standard_normal((1, 2, n, 4)).astype(np.float32) for _ in range(2)]  # noqa: E731
+    concat, append = BatchCache(), BatchCache(append=True)
+    rows = {}
+
+    def join(n, keep=False):
+        c = cache(n)
+        rows[len(rows)] = (seq(n, keep), seq(n, keep))
+        concat.add(rows[len(rows) - 1][0], c)
+        append.add(rows[len(rows) - 1][1], c)
+
+    def step():
+        new = [rng.standard_normal((len(concat), 2, 1, 4)).astype(np.float32) for _ in range(2)]
+        concat.after_step([np.concatenate([v, n], axis=2) for v, n in zip(concat.values, new)])
+        append.after_step(new)
+
+    def same():
+        capacity = append.values[0].shape[2]
+        assert capacity % 64 == 0 and capacity > append.length == concat.length
+        for a, c in zip(append.values, concat.values):
+            np.testing.assert_array_equal(a[:, :, : append.length], c)
+            assert not a[:, :, append.length :].any()  # free columns: zeros, never stale values
+        m = append.mask()
+        np.testing.assert_array_equal(np.concatenate([m[:, : append.length], m[:, capacity:]], axis=1), concat.mask())
+        assert not m[:, append.length : capacity].any()
+
+    join(10)
+    join(50, keep=True)
+    for _ in range(20):  # 50 + 20 crosses the first block
+        step()
+    same()
+    join(3)
+    step()
+    same()
+    leaving = [rows[1][0]], [rows[1][1]]
+    concat.remove(leaving[0])
+    append.remove(leaving[1])
+    np.testing.assert_array_equal(leaving[1][0].final_cache[0], leaving[0][0].final_cache[0])
+    assert leaving[1][0].final_cache[0].shape[2] == 71
+    same()
+    for _ in range(70):
+        step()
+    same()

@@ -28,7 +28,7 @@ class Engine:
             raise ValueError(f"prefill_chunk must be an integer >= 1, got {prefill_chunk!r}")
         self.runner = ModelRunner(decoder, manifest.llm, manifest.graphs["llm"])
         self.embed_table = embed_table
-        self.scheduler = Scheduler(max_batch, max_waiting)
+        self.scheduler = Scheduler(max_batch, max_waiting, append_cache=self.runner.append)
         self.prefill_chunk = prefill_chunk
         caps = manifest.capabilities  # a prompt-dependent memory makes a prefix's cache prompt-specific
         self.prefix_cache = None if caps.encoder_decoder or caps.cross_attention else prefix_cache
@@ -129,8 +129,10 @@ class Engine:
         inputs.update(p.memory or {})
         positions = p.positions.prefill[..., start:stop]
         t0 = time.perf_counter()
+        past = seq.cache or r.empty_cache()
         logits, presents = r.run(p.inputs_embeds[:, start:stop], np.ones((1, stop), dtype=np.int64), positions,
-                                    seq.cache or r.empty_cache(), inputs)
+                                 past, inputs)
+        presents = r.extend(past, presents)
         seconds = time.perf_counter() - t0
         seq.timer.add("prefill", t0, seconds)
         self.counters["prefill_chunks"] += 1

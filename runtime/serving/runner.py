@@ -57,6 +57,12 @@ class ModelRunner:
         b.run()
         out = b.outputs()
         logits = np.array(out[0].numpy()[:, -1], dtype=np.float32)  # (b, vocab), ours: the next step reuses buffers
-        if self.append:  # the batch cache (batch_cache.py) keeps whole (B, kv, T + s, hd) tensors
-            return logits, [np.concatenate([as_array(p), n.numpy()], axis=2) for p, n in zip(past, out[1:])]
+        if self.append:  # new.* (b, kv, s, hd) only: ``extend`` (prefill) or BatchCache.after_step (decode) keeps them
+            return logits, [n.numpy() for n in out[1:]]
         return logits, out[1:]
+
+    def extend(self, past: list, presents: list) -> list:
+        """A prefill chunk's cache: append graphs' past + new columns; concat graphs' presents already are."""
+        if not self.append:
+            return presents
+        return [np.concatenate([as_array(p), n], axis=2) for p, n in zip(past, presents)]

@@ -25,7 +25,7 @@ def fixed_shapes(seq):
 
 
 class Scheduler:
-    def __init__(self, max_batch: int = 8, max_waiting: int = 64):
+    def __init__(self, max_batch: int = 8, max_waiting: int = 64, append_cache: bool = False):
         for name, value in (("max_batch", max_batch), ("max_waiting", max_waiting)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -33,6 +33,7 @@ class Scheduler:
         self.max_waiting = max_waiting
         self.waiting: deque = deque()  # Sequences not yet (fully) prefilled, in arrival order
         self.batches: dict = {}  # fixed_shapes → BatchCache
+        self.append_cache = append_cache  # the export's append layout: batches keep their columns in place
 
     @property
     def num_running(self) -> int:
@@ -57,7 +58,9 @@ class Scheduler:
         """``seq`` finished its prefill and decodes from now on, with ``cache`` as its rows."""
         self.waiting.remove(seq)
         key = fixed_shapes(seq)
-        self.batches.setdefault(key, BatchCache(key)).add(seq, cache)
+        if key not in self.batches:
+            self.batches[key] = BatchCache(key, append=self.append_cache)
+        self.batches[key].add(seq, cache)
 
     def drop(self, seqs) -> None:
         """Remove sequences wherever they are (finished, cancelled or failed)."""
