@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import onnx_io
-from .weight_only import constant_matmuls
+from .weight_only import constant_matmuls, per_channel_int8
 
 METHOD = "vlmforge.calibration.dynamic_int8"
 
@@ -80,13 +80,6 @@ def rewrite_matmuls(model) -> int:
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return count
-
-
-def per_channel_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(K, N) float → (K, N) int8 in [-127, 127] and (N,) float32 scales."""
-    weight = weight.astype(np.float32)
-    scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0
-    return np.clip(np.rint(weight / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
 
 
 def _quantise_rows(x: str, reduce_axes_input: bool) -> list:

@@ -130,15 +130,20 @@ def dequantize_int8_per_channel(model) -> int:
             nodes.append(helper.make_node("MatMul", [node.input[0], dq_out], list(node.output), name=node.name))
             continue
         done.add(w.name)
-        weight = numpy_helper.to_array(w).astype(np.float32)  # (K, N)
-        scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0  # (N,): one scale per output channel
-        q = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
+        q, scale = per_channel_int8(numpy_helper.to_array(w))
         model.graph.initializer.remove(w)
         model.graph.initializer.extend([numpy_helper.from_array(q, w.name + "_int8"),
-                                        numpy_helper.from_array(scale.astype(np.float32), w.name + "_scale")])
+                                        numpy_helper.from_array(scale, w.name + "_scale")])
         nodes.append(helper.make_node("DequantizeLinear", [w.name + "_int8", w.name + "_scale"], [dq_out],
                                       name=(node.name or w.name) + "_DQ_int8", axis=1))
         nodes.append(helper.make_node("MatMul", [node.input[0], dq_out], list(node.output), name=node.name))
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return count
+
+
+def per_channel_int8(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(K, N) float → (K, N) int8 in [-127, 127] and (N,) float32 scales, one per output channel."""
+    weight = weight.astype(np.float32)
+    scale = np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127.0
+    return np.clip(np.rint(weight / scale), -127, 127).astype(np.int8), scale.astype(np.float32)
