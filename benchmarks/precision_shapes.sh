@@ -5,6 +5,9 @@
 # shapes suite on 500 held-out questions.
 #
 #     bash benchmarks/precision_shapes.sh [WORK_DIR]      (about 6 min on 2 cores; PRECISIONS="w4 w8a8" for a subset)
+#
+# A word ending in +kv8 adds the int8 KV cache (quantize --kv-cache int8): "fp32+kv8" (every graph
+# fp32, the cache int8), "w4+kv8" …
 set -euo pipefail
 W=${1:-/tmp/vlmforge-precision-shapes}
 SUITE=${SUITE:-500}
@@ -24,8 +27,9 @@ PY
 vlmforge export "$MODEL" -o "$W/fp32"
 vlmforge calibrate "$W/fp32" --images "$W/calib" --prompts "$W/prompts.txt" --samples 32
 for p in ${PRECISIONS:-int8 w8 w4 w8a8}; do
-  case $p in int8) P=int8 ;; *) P=vision=int8,connector=int8,llm=$p ;; esac
-  vlmforge quantize "$W/fp32" -o "$W/$p" --precision "$P"
+  base=${p%+kv8}; KV=float; [ "$base" != "$p" ] && KV=int8
+  case $base in int8) P=int8 ;; fp32) P=fp32 ;; *) P=vision=int8,connector=int8,llm=$base ;; esac
+  vlmforge quantize "$W/fp32" -o "$W/$p" --precision "$P" --kv-cache "$KV"
   vlmforge verify "$W/$p" --reference "$W/fp32" --images "$W/calib" --prompts "$W/prompts.txt" \
     --samples 50 --shapes-suite "$SUITE" --json "$W/verify_$p.json"
 done

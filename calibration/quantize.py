@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 
 from ..export.atomic import check_output, write_atomically
-from ..runtime.manifest import MANIFEST_NAME, Manifest, load_manifest
+from ..runtime.manifest import MANIFEST_NAME, Manifest, TensorSpec, load_manifest
 from . import onnx_io
 from .cache import CalibrationCache, default_cache_path, load_cache
 from .fp16 import convert_fp16
 from .int8 import DEFAULT_MIN_SQNR_DB, quantize_int8
 from .dynamic_int8 import quantize_dynamic_int8
+from .kv_int8 import SCALE_SUFFIX, quantize_kv_cache
 from .precision import DYNAMIC_INT8, WEIGHT_ONLY_BITS, QuantizationError, check_target, parse_precision
 from .weight_only import check_weight_only, quantize_weight_only
 
@@ -36,13 +37,16 @@ def quantize_model(
     accuracy_level: int | None = 4,
     min_sqnr_db: float = DEFAULT_MIN_SQNR_DB,
     embeddings: str = "float16",
+    kv_cache: str = "float",
     overwrite: bool = False,
 ) -> Manifest:
     """Quantise the fp32 export in ``model_dir`` into ``out_dir``; returns the manifest written.
 
     ``block_size``: weight-only block along K; None: 128 (see ``weight_only.DEFAULT_BLOCK_SIZES``).
     ``embeddings``: storage of the token embedding table the runtime gathers rows from (float16
-    halves it — 545 MB → 272 MB for a 151936×896 vocabulary — at ~5e-4 relative rounding)."""
+    halves it — 545 MB → 272 MB for a 151936×896 vocabulary — at ~5e-4 relative rounding).
+    ``kv_cache``: "float" (the graph's float type) or "int8" (calibration/kv_int8.py: int8 keys/values
+    with a scale per token and head, ONNX Runtime and the append layout only)."""
     root, out = Path(model_dir), Path(out_dir)
     manifest = load_manifest(root)
     _refuse_quantised(manifest, root)
@@ -53,8 +57,10 @@ def quantize_model(
     check_output([root], out, overwrite)
     cache = _cache_if_needed(plan, root, calibration)
     _check_plan(root, manifest, plan, target, block_size)
+    _check_kv_cache(manifest, kv_cache, target)
     options = dict(target=target, block_size=block_size, accuracy_level=accuracy_level, min_sqnr_db=min_sqnr_db)
-    return write_atomically(out, lambda tmp: _quantize_into(root, tmp, manifest, plan, cache, options, embeddings))
+    return write_atomically(out, lambda tmp: _quantize_into(root, tmp, manifest, plan, cache, options, embeddings,
+                                                            kv_cache))
 
 
 def _refuse_quantised(manifest: Manifest, root: Path) -> None:
@@ -95,7 +101,20 @@ def _check_plan(root: Path, manifest: Manifest, plan: dict[str, str], target: st
             check_weight_only(name, structure, WEIGHT_ONLY_BITS.get(precision, 8), block_size, target)
 
 
-def _quantize_into(root, tmp, manifest, plan, cache, options: dict, embeddings: str) -> Manifest:
+def _check_kv_cache(manifest: Manifest, kv_cache: str, target: str) -> None:
+    if kv_cache not in ("float", "int8"):
+        raise QuantizationError(f"--kv-cache {kv_cache!r} is not supported; choose float or int8")
+    if kv_cache == "float":
+        return
+    if target != "onnxruntime":
+        raise QuantizationError("--kv-cache int8 runs on ONNX Runtime only (the TensorRT decoder keeps a float cache); "
+                                "drop --kv-cache or use --target onnxruntime")
+    if "llm" not in manifest.graphs or manifest.llm.cache_layout != "append":
+        raise QuantizationError(f"--kv-cache int8 needs an llm graph with the append KV layout (this export's is "
+                                f"{manifest.llm.cache_layout!r}); re-export with --kv-layout append")
+
+
+def _quantize_into(root, tmp, manifest, plan, cache, options: dict, embeddings: str, kv_cache: str) -> Manifest:
     from ..export.api import hash_artifacts
 
     new = copy.deepcopy(manifest)
@@ -104,10 +123,14 @@ def _quantize_into(root, tmp, manifest, plan, cache, options: dict, embeddings: 
     for name, spec in manifest.graphs.items():
         src = root / spec.path
         precision = plan.get(name, "fp32")
-        if precision == "fp32":
+        kv8 = name == "llm" and kv_cache == "int8"
+        if precision == "fp32" and not kv8:
             continue
         sha = manifest.artifacts[spec.path].sha256
-        record = _convert(name, src, tmp / spec.path, precision, cache, sha, **options)
+        record = _convert(name, src, tmp / spec.path, precision, cache, sha, **options) if precision != "fp32" else {}
+        if kv8:  # on the converted graph (or the float one): its cache inputs/outputs become int8 + scales
+            record["kv_cache"] = quantize_kv_cache(tmp / spec.path if precision != "fp32" else src, tmp / spec.path)
+            _declare_scales(new, name)
         record["source_sha256"] = sha
         replaced |= {spec.path, *onnx_io.external_files(src)}
         _describe(new, name, precision, record, tmp / spec.path)
@@ -149,3 +172,13 @@ def _describe(manifest: Manifest, name: str, precision: str, record: dict, path:
         t.dtype = dtypes[t.name]
     if name == "llm" and record.get("kv_dtype"):
         manifest.llm.kv_dtype = record["kv_dtype"]
+    if name == "llm" and record.get("kv_cache"):
+        manifest.llm.kv_dtype = "int8"
+
+
+def _declare_scales(manifest: Manifest, name: str) -> None:
+    """The int8 cache's ``…_scale`` I/O: (b, kv_heads, tokens, 1) float32 beside each cache tensor."""
+    spec = manifest.graphs[name]
+    for tensors, prefix in ((spec.inputs, "past_key_values."), (spec.outputs, "new.")):
+        tensors += [TensorSpec(f"{t.name}{SCALE_SUFFIX}", "float32", [*t.shape[:-1], 1])
+                    for t in list(tensors) if t.name.startswith(prefix)]

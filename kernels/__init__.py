@@ -20,7 +20,7 @@ from .dynamic import dynamic_output_shape, dynamic_tiles
 from .fixed import fixed_output_shape, fixed_tiles
 from .hd import hd_output_shape, hd_tiles
 from .images import check_image_size, prepare_image
-from .native import native_geometry, native_output_shape, native_tiles
+from .native import native_geometry, native_output_shape, native_tiles, pack_geometry
 from .pan_and_scan import pan_and_scan_output_shape, pan_and_scan_tiles
 from .patches import patches_output_shape, patches_tiles
 from .spec import PreprocessSpec, TileLayout
@@ -41,6 +41,8 @@ __all__ = [
     "tile_and_patchify",
     "tile_output_shape",
     "vision_geometry",
+    "pack_geometry",
+    "packed_patches_per_call",
     "pixel_views",
 ]
 
@@ -142,6 +144,13 @@ def vision_geometry(layout: TileLayout, spec: PreprocessSpec) -> dict[str, np.nd
     if spec.scheme == "canvas":  # Llama-3.2-Vision: the aspect-ratio id and tile mask
         return canvas_geometry(layout, spec)
     return native_geometry(layout, spec) if spec.scheme == "native" else {}
+
+
+def packed_patches_per_call(spec: PreprocessSpec) -> int:
+    """How many patches one vision call may take when several images go through it together
+    (``pack_geometry``): the export's bound for one image (what TensorRT's profile allows); 0 for
+    schemes whose tower takes one image per call."""
+    return spec.max_pixels // spec.patch_size**2 if spec.scheme == "native" and spec.max_pixels else 0
 
 
 def pixel_views(pixels: np.ndarray, spec: PreprocessSpec) -> dict[str, np.ndarray]:

@@ -136,6 +136,24 @@ def native_geometry(layout: TileLayout, spec: PreprocessSpec) -> dict[str, np.nd
     return feeds
 
 
+def pack_geometry(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Several images' ``native_geometry`` as one vision call over their patches, concatenated in
+    order: each image's ``segment_ids`` and ``window_ids`` numbered after the previous image's, so
+    the graph's block mask keeps every image (and temporal patch, and window) to itself — the
+    block-diagonal attention ``cu_seqlens`` gives transformers over a batch of grids."""
+    packed = {}
+    for name in parts[0]:
+        arrays, offset = [], 0
+        for part in parts:
+            a = part[name]
+            if name in ("segment_ids", "window_ids"):
+                a = a + offset
+                offset = int(a.max()) + 1 if a.size else offset
+            arrays.append(a)
+        packed[name] = np.concatenate(arrays, axis=0)
+    return packed
+
+
 def position_grid_taps(rows: np.ndarray, cols: np.ndarray, grid: tuple[int, int], side: int):
     """Bilinear (align_corners) taps of a ``side``² learned position table for patches at (rows, cols)
     of a ``grid`` (gh, gw) → indices (n, 4) int64 into the flattened table, weights (n, 4) float32.

@@ -11,7 +11,8 @@ past + new, fresh tensors that become the next step's past. append (export/appen
 cache is preallocated here in blocks of ``CAPACITY_BLOCK`` tokens, (1, kv_heads, capacity,
 head_dim) per input; a step reads it whole — the mask hides the columns past ``num_tokens`` —
 and returns new.* (1, kv_heads, s, head_dim), which are written into the next free columns. The
-cache is never copied but when it grows by a block.
+cache is never copied but when it grows by a block. An int8 cache (``llm.kv_dtype``) has one
+more input per key/value, its scales (1, kv_heads, capacity, 1), handled like the others.
 """
 
 from __future__ import annotations
@@ -26,11 +27,33 @@ from .manifest import LLMSpec
 CAPACITY_BLOCK = 64  # tokens: the append cache grows by whole blocks (≤ 63 masked columns read per step)
 
 
-def cache_names(num_layers: int, layout: str = "concat") -> tuple[list[str], list[str]]:
-    """(past inputs, cache outputs) of the llm graph: outputs present.* (concat) or new.* (append)."""
+def cache_names(num_layers: int, layout: str = "concat", scaled: bool = False) -> tuple[list[str], list[str]]:
+    """(past inputs, cache outputs) of the llm graph: outputs present.* (concat) or new.* (append).
+    ``scaled`` (an int8 cache): then each input's ``…_scale``, in the same order after all of them."""
     out = "present" if layout == "concat" else "new"
-    past = [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
-    return past, [f"{out}.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+    kinds = ("key", "value")
+    names = lambda prefix, suffix="": [f"{prefix}.{i}.{k}{suffix}" for i in range(num_layers) for k in kinds]  # noqa: E731
+    past, outputs = names("past_key_values"), names(out)
+    if scaled:
+        past, outputs = past + names("past_key_values", "_scale"), outputs + names(out, "_scale")
+    return past, outputs
+
+
+def cache_io(spec: LLMSpec) -> tuple[list[str], list[str]]:
+    """``cache_names`` of the manifest's llm graph."""
+    return cache_names(spec.num_layers, spec.cache_layout, spec.kv_scaled)
+
+
+def cache_shapes(spec: LLMSpec) -> list[tuple[int, str]]:
+    """Per past input, in ``cache_io`` order: (last axis, dtype) — (head_dim, kv_dtype) for keys and
+    values, (1, float32) for an int8 cache's scales. Every input is (b, kv_heads, tokens, last)."""
+    kv = [(spec.head_dim, spec.kv_dtype)] * (2 * spec.num_layers)
+    return kv + [(1, "float32")] * (2 * spec.num_layers) if spec.kv_scaled else kv
+
+
+def empty_cache(spec: LLMSpec, capacity: int = 0) -> list[np.ndarray]:
+    """Zeros (1, kv_heads, capacity, last) per past input."""
+    return [np.zeros((1, spec.num_kv_heads, capacity, last), dtype=dtype) for last, dtype in cache_shapes(spec)]
 
 
 class AppendKVCache:
@@ -39,7 +62,7 @@ class AppendKVCache:
 
     def __init__(self, spec: LLMSpec):
         self.spec = spec
-        self.past_names, self.present_names = cache_names(spec.num_layers, "append")
+        self.past_names, self.present_names = cache_io(spec)
         self.reset()
 
     def reset(self) -> None:
@@ -56,8 +79,7 @@ class AppendKVCache:
         import onnxruntime as ort
 
         capacity = -(-total // CAPACITY_BLOCK) * CAPACITY_BLOCK
-        shape = (1, self.spec.num_kv_heads, capacity, self.spec.head_dim)
-        grown = [np.zeros(shape, dtype=self.spec.kv_dtype) for _ in self.past_names]
+        grown = empty_cache(self.spec, capacity)
         for new, old in zip(grown, self.arrays):
             new[:, :, : self.num_tokens] = old[:, :, : self.num_tokens]
         self.arrays, self.capacity = grown, capacity
@@ -98,14 +120,13 @@ class OrtKVCache:
 
     def __init__(self, spec: LLMSpec):
         self.spec = spec
-        self.past_names, self.present_names = cache_names(spec.num_layers)
+        self.past_names, self.present_names = cache_io(spec)
         self.reset()
 
     def reset(self) -> None:
         import onnxruntime as ort
 
-        empty = np.zeros((1, self.spec.num_kv_heads, 0, self.spec.head_dim), dtype=self.spec.kv_dtype)
-        self.values = [ort.OrtValue.ortvalue_from_numpy(empty) for _ in self.past_names]  # then C-level ones
+        self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in empty_cache(self.spec)]  # then C-level ones
         self.num_tokens = 0
 
     def views(self) -> list[np.ndarray]:

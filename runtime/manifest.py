@@ -27,6 +27,7 @@ POSITION_SCHEMES = ("consecutive", "mrope", "shared_span")  # runtime/positions/
 ATTENTION_PATTERNS = ("causal", "prefix", "image")  # runtime/attention.py
 TOKEN_INPUT_KINDS = ("deepstack", "ntk_alpha", "image_mask", "cross_mask")  # runtime/token_inputs.py
 CACHE_LAYOUTS = ("concat", "append")  # runtime/kv_cache.py
+KV_DTYPES = ("float32", "float16", "int8")  # int8: with per-(token, head) scales (calibration/kv_int8.py)
 
 
 @dataclass
@@ -175,6 +176,8 @@ class LLMSpec:
     hidden_size: int
     vocab_size: int
     max_context: int
+    # the cache tensors' dtype; "int8" (quantize --kv-cache int8, calibration/kv_int8.py): each
+    # past/new input has a float32 ``…_scale`` companion (b, kv_heads, tokens, 1), one per token and head
     kv_dtype: str = "float32"
     # "full": the graph's logits are the FP32 head's; "screened" (export --lm-head screened): only
     # argmax(logits) is exact — greedy decoding only (export/screened_head.py)
@@ -197,6 +200,11 @@ class LLMSpec:
             self.attention = parse(AttentionSpec, self.attention, "manifest.llm.attention")
         self.token_inputs = [t if isinstance(t, TokenInput) else parse(TokenInput, t, "manifest.llm.token_inputs")
                              for t in self.token_inputs]
+        if self.kv_dtype not in KV_DTYPES:
+            raise ManifestError(f"unknown manifest.llm.kv_dtype {self.kv_dtype!r}; this runtime knows {KV_DTYPES}")
+        if self.kv_scaled and self.cache_layout != "append":
+            raise ManifestError("manifest.llm.kv_dtype 'int8' needs cache_layout 'append' (the int8 cache is written "
+                                "in place); re-quantise an append-layout export with --kv-cache int8")
         if self.cache_layout == "append" and self.attention.window:
             raise ManifestError("manifest.llm.cache_layout 'append' cannot go with a sliding window (its window counts "
                                 "cache columns, and the append cache leaves free ones); re-export the model")
@@ -208,11 +216,18 @@ class LLMSpec:
         return [t.name for t in self.token_inputs] + spans
 
     @property
+    def kv_scaled(self) -> bool:
+        """int8 keys/values, each (token, head) vector with its own float32 scale beside it."""
+        return self.kv_dtype == "int8"
+
+    @property
     def kv_bytes_per_token(self) -> int:
-        """Bytes one token adds to the KV cache: a key and a value per layer (while no window is full)."""
+        """Bytes one token adds to the KV cache: a key and a value per layer (while no window is full);
+        int8: head_dim bytes + a 4-byte scale per head."""
         import numpy as np
 
-        return 2 * self.num_layers * self.num_kv_heads * self.head_dim * np.dtype(self.kv_dtype).itemsize
+        per_head = self.head_dim * np.dtype(self.kv_dtype).itemsize + (4 if self.kv_scaled else 0)
+        return 2 * self.num_layers * self.num_kv_heads * per_head
 
     @property
     def cache_caps(self) -> list[int | None]:

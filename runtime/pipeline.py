@@ -17,7 +17,7 @@ from .errors import PromptError, VlmforgeError
 from .features import pack_image_features, pack_video_features
 from .images import load_image
 from .kv_cache import OrtDecoder
-from ..kernels import PreprocessSpec, TileLayout, vision_geometry
+from ..kernels import PreprocessSpec, TileLayout, pack_geometry, packed_patches_per_call, vision_geometry
 from ..kernels.frames import frame_batch
 from ..kernels.native import native_video
 from .budget import call_spec
@@ -25,6 +25,7 @@ from .manifest import Manifest, load_manifest
 from .positions import Positions, plan_positions
 from .preprocess import choose_preprocess
 from .media import Media, as_list, frame_timestamps, in_prompt_order, video_time_step
+from .packing import pack_groups, split_tokens
 from .prompt import PreparedPrompt
 from .prompting import Prompter
 from .video import load_video, sample_frames
@@ -120,14 +121,42 @@ class Pipeline:
         """→ its embeddings and the kernel's layout (its grid places the image's tokens for the position
         scheme). ``spec``: this call's preprocessing (a smaller image budget), default the export's."""
         spec = spec or self.manifest.image.preprocess
-        with timer("image_decode"):
-            rgb = load_image(image, spec.max_input_pixels)
-        key, hit = self._cached(rgb, (spec, self._connector_text(prompt_text)), timer, cache)
+        rgb, key, hit = self._lookup(image, timer, prompt_text, spec, cache)
         if hit is not None:
             return hit
         with timer("preprocess", self.preprocess):
             pixels, layout = self.preprocess(rgb, spec)
         embeds, extras = self._embed_pixels(pixels, layout, spec, timer, prompt_text)
+        return self._picture(embeds, extras, layout, rgb, key, spec, cache)
+
+    def _encode_images(self, images: list, timer: StageTimer, prompt_text: str, spec: PreprocessSpec) -> list[Media]:
+        """A request's pictures → Media each, the vision cache first; a native-resolution tower takes
+        the misses together, as few calls as the export's patch bound allows (runtime/packing.py)."""
+        limit = packed_patches_per_call(self.manifest.image.preprocess)
+        if len(images) < 2 or not limit or self.vision is None or self.towers is not None:
+            return [self._encode(image, timer, prompt_text, spec) for image in images]
+        media, misses = [None] * len(images), []
+        for i, image in enumerate(images):
+            rgb, key, media[i] = self._lookup(image, timer, prompt_text, spec, True)
+            if media[i] is None:
+                with timer("preprocess", self.preprocess):
+                    misses.append((i, rgb, key, *self.preprocess(rgb, spec)))  # (…, pixels, layout)
+        for group in pack_groups([m[4].num_tiles for m in misses], limit):
+            parts = [misses[j] for j in group]
+            pixels = np.concatenate([p[3] for p in parts])
+            geometry = pack_geometry([vision_geometry(p[4], spec) for p in parts])
+            embeds, extras = self._embed_pixels(pixels, None, spec, timer, prompt_text, geometry)
+            for (i, rgb, key, _, layout), (e, x) in zip(parts, split_tokens(embeds, extras, [p[4].num_image_tokens for p in parts])):
+                media[i] = self._picture(e, x, layout, rgb, key, spec, True)
+        return media
+
+    def _lookup(self, image, timer: StageTimer, prompt_text: str, spec: PreprocessSpec, cache: bool):
+        """Decode ``image`` → (rgb, its vision-cache key, the cached Media or None)."""
+        with timer("image_decode"):
+            rgb = load_image(image, spec.max_input_pixels)
+        return (rgb, *self._cached(rgb, (spec, self._connector_text(prompt_text)), timer, cache))
+
+    def _picture(self, embeds, extras, layout: TileLayout, rgb, key: str, spec: PreprocessSpec, cache: bool) -> Media:
         embeds = pack_image_features(embeds, rgb.shape[:2], spec, self.image_newline, self.view_separator)
         assert embeds.shape[0] == layout.num_image_tokens, (embeds.shape, layout)
         return self._keep(Media(embeds, layout, extras=extras, key=key, size=rgb.shape[:2]), cache)
@@ -180,15 +209,17 @@ class Pipeline:
         return self._keep(Media(embeds.reshape(-1, embeds.shape[-1]), layout, step, extras,
                                 frame_timestamps(kept, fps, clip_spec.temporal_patch_size), key), True)
 
-    def _embed_pixels(self, pixels, layout: TileLayout, spec: PreprocessSpec, timer: StageTimer, prompt_text: str):
+    def _embed_pixels(self, pixels, layout: TileLayout | None, spec: PreprocessSpec, timer: StageTimer, prompt_text: str,
+                      geometry: dict | None = None):
         """Pixels → vision → connector: (image_embeds before any per-scheme packing, the connector's
-        other outputs by name — Qwen3-VL's deepstack_embeds)."""
+        other outputs by name — Qwen3-VL's deepstack_embeds). ``geometry``: the vision graph's
+        host-side inputs when given (several pictures packed), else ``vision_geometry(layout)``."""
         outputs = {"image_features": pixels}  # no vision graph: the patches are the features (Fuyu)
         if self.towers is not None:  # each tower on its own view of the pixels (runtime/towers.py)
             outputs = self.towers.run(pixels, spec, timer)
         elif self.vision is not None:
             # the geometry a native-resolution tower needs (rotary positions …) comes from the grid, on the host
-            feeds = {"pixel_values": pixels, **vision_geometry(layout, spec)}
+            feeds = {"pixel_values": pixels, **(vision_geometry(layout, spec) if geometry is None else geometry)}
             with timer("vision", self.vision):
                 outputs = self.vision.run(feeds)
         if self.connector is None:  # the decoder reads vision features directly (BLIP)
@@ -343,7 +374,7 @@ class Pipeline:
         spec = call_spec(self.manifest.image.preprocess, request.max_pixels)  # this call's image budget
         images, videos = as_list(request.images), as_list(request.videos)
         text = self.prompt_text(request.prompt, request.messages, len(images), len(videos))
-        pictures = [self._encode(img, timer, text, spec.for_images(len(images))) for img in images]
+        pictures = self._encode_images(images, timer, text, spec.for_images(len(images)))
         clips = [self._encode_video(v, timer, spec, request.video_fps, request.sample_fps) for v in videos]
         if self.manifest.image.video_frame_template:  # every temporal patch its own run of slots (Qwen3-VL)
             text = self.prompter.expand_video_frames(text, [c.timestamps for c in clips])

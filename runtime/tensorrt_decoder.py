@@ -18,6 +18,10 @@ the step reads it whole and the mask hides the unused columns. 1× the cache mem
 
 Profiles (see export/tensorrt/profiles.py): context 0 runs profile 0 (prefill, empty cache),
 context 1 runs profile 1 (decode, one token). Logits come back through pinned host memory.
+
+Positions as the graph declares them: (1, seq), or M-RoPE's (3, 1, seq) rows. The manifest's
+per-token inputs (DeepStack features, attention spans: ``llm.step_inputs``) are staged each step
+through pinned buffers that grow to the largest step seen (``StagedInput``).
 """
 
 from __future__ import annotations
@@ -120,13 +124,32 @@ class TrtAppendCache:
         return sum(b.nbytes for b in (*self.buffers, *self.scratch))
 
 
+class StagedInput:
+    """One per-token input's device buffer and its pinned host copy, grown to the largest step."""
+
+    def __init__(self):
+        self.nbytes, self.host, self.device = 0, None, None
+
+    def stage(self, stream, value: np.ndarray) -> int:
+        """Copy ``value`` to the device on ``stream`` (the caller synchronises before the next stage); → pointer."""
+        from .cuda import DeviceBuffer, PinnedArray
+
+        value = np.ascontiguousarray(value)
+        if value.nbytes > self.nbytes:  # the previous step synchronised: nothing still reads the old buffers
+            self.nbytes = value.nbytes
+            self.host, self.device = PinnedArray((self.nbytes,), np.uint8), DeviceBuffer(self.nbytes)
+        host = self.host.array[: value.nbytes]
+        host[...] = value.reshape(-1).view(np.uint8)
+        stream.copy_to_device(self.device.ptr, host)
+        return self.device.ptr
+
+
 class TrtDecoder:
     def __init__(self, root: Path, manifest: Manifest):
-        needs = [manifest.llm.positions.scheme + " positions"] * (manifest.llm.positions.scheme != "consecutive")
-        needs += manifest.llm.step_inputs
-        if needs:  # refused at load, so step() (the hot path) checks nothing
-            raise VlmforgeError(f"the TensorRT decoder binds (1, seq) positions and no per-token inputs; this "
-                                f"{manifest.family} export needs {', '.join(needs)}; load it with backend='onnxruntime'")
+        if manifest.llm.kv_scaled:  # refused at load, so step() (the hot path) checks nothing
+            raise VlmforgeError(f"the TensorRT decoder keeps a float KV cache; this {manifest.family} export has an "
+                                "int8 KV cache with per-token scales (quantize --kv-cache int8); load it with "
+                                "backend='onnxruntime' or build engines from an export without --kv-cache int8")
         from .cuda import DeviceBuffer, EventTimer, PinnedArray, Stream
 
         spec, engine_spec = manifest.graphs["llm"], manifest.engines.graphs["llm"]
@@ -141,7 +164,10 @@ class TrtDecoder:
         hidden, n = manifest.llm.hidden_size, self.max_context
         self.embeds_dtype = tensor_dtype(self.engine, "inputs_embeds")
         self.embeds = DeviceBuffer(n * hidden * self.embeds_dtype.itemsize)  # (1, seq, hidden)
-        self.positions = DeviceBuffer(n * 8)  # (1, seq) int64
+        shape = next(t.shape for t in spec.inputs if t.name == "position_ids")
+        self.position_rows = shape[0] if len(shape) == 3 else 0  # M-RoPE: (3, 1, seq); else (1, seq)
+        self.positions = DeviceBuffer(max(self.position_rows, 1) * n * 8)  # int64
+        self.step_inputs = {name: StagedInput() for name in manifest.llm.step_inputs}
         # (1, total) int64: concat all ones, written once; append rewritten per step (capacity + 1)
         mask_len = n + CAPACITY_BLOCK + 1
         self.mask = DeviceBuffer(mask_len * 8)
@@ -153,7 +179,7 @@ class TrtDecoder:
         self.logits = DeviceBuffer(manifest.llm.vocab_size * self.logits_dtype.itemsize)
         self.host_logits = PinnedArray((manifest.llm.vocab_size,), self.logits_dtype)
         self.host_embeds = PinnedArray((n, hidden), self.embeds_dtype)
-        self.host_positions = PinnedArray((n,), np.int64)
+        self.host_positions = PinnedArray((max(self.position_rows, 1) * n,), np.int64)
         self.timer = EventTimer(self.stream)
         self.last_gpu_s = 0.0  # GPU time of the last step (CUDA events)
         self.stream.synchronize()
@@ -162,8 +188,8 @@ class TrtDecoder:
         self.cache.reset()
 
     def step(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, extra: dict | None = None) -> np.ndarray:
-        """inputs_embeds (1, s, d), position_ids (1, s) int64 → logits (vocab,) float32. ``extra`` is
-        always empty here: exports that declare per-token inputs are refused at load."""
+        """inputs_embeds (1, s, d), position_ids (1, s) or (3, 1, s) int64 → logits (vocab,) float32.
+        ``extra``: the manifest's per-token inputs for these s tokens (runtime/token_inputs.py)."""
         seq, past = inputs_embeds.shape[1], self.cache.num_tokens
         total = past + seq
         if total > self.max_context:
@@ -179,6 +205,7 @@ class TrtDecoder:
             mask_len = total
             self._bind_cache(context, profile, past)
         self._stage_inputs(context, profile, inputs_embeds, position_ids, mask_len)
+        self._stage_step_inputs(context, profile, extra or {})
         context.set_tensor_address("logits", self.logits.ptr)
         self.timer.start()
         if not context.execute_async_v3(self.stream.handle):
@@ -201,14 +228,25 @@ class TrtDecoder:
             self.stream.copy_to_device(self.mask.ptr, self.host_mask.array[:total])
         embeds = self.host_embeds.array[:seq]
         embeds[...] = inputs_embeds[0]
-        positions = self.host_positions.array[:seq]
-        positions[...] = position_ids[0]
+        rows = max(self.position_rows, 1)
+        positions = self.host_positions.array[: rows * seq]
+        positions[...] = np.asarray(position_ids, dtype=np.int64).reshape(-1)  # (1, s) or (3, 1, s), row-major
         self.stream.copy_to_device(self.embeds.ptr, embeds)
         self.stream.copy_to_device(self.positions.ptr, positions)
+        position_shape = (rows, 1, seq) if self.position_rows else (1, seq)
         for name, shape, buf in (("inputs_embeds", (1, seq, embeds.shape[1]), self.embeds),
-                                 ("attention_mask", (1, total), self.mask), ("position_ids", (1, seq), self.positions)):
+                                 ("attention_mask", (1, total), self.mask), ("position_ids", position_shape, self.positions)):
             set_shape(context, name, shape, self.engine, profile)
             context.set_tensor_address(name, buf.ptr)
+
+    def _stage_step_inputs(self, context, profile, extra: dict) -> None:
+        for name, staged in self.step_inputs.items():
+            if name not in extra:
+                raise ValueError(f"the llm engine takes {name} at every step; pass it in extra= "
+                                 "(runtime/token_inputs.plan_token_inputs builds it)")
+            value = np.asarray(extra[name], dtype=tensor_dtype(self.engine, name))
+            set_shape(context, name, value.shape, self.engine, profile)
+            context.set_tensor_address(name, staged.stage(self.stream, value))
 
     def _bind_append(self, context, profile, seq: int) -> int:
         """Bind the append cache for a step of ``seq`` tokens; returns the mask's length. Prefill:

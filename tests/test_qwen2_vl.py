@@ -125,6 +125,32 @@ def test_greedy_tokens_match_transformers(pipe, hf, sizes):
                                               for i in images)
 
 
+def test_several_pictures_go_through_one_packed_vision_call(pipe):
+    """Three pictures of a prompt: one vision and one connector call over their concatenated
+    patches (block mask from the packed segment / window ids), each picture's embeddings (and
+    DeepStack features) those of its own call; the two-image case above equals transformers."""
+    from vlmforge.runtime.packing import pack_groups
+    from vlmforge.runtime.stats import StageTimer
+
+    images = _images([SIZES[0], SIZES[3], (40, 40)], seed=9)
+    spec = pipe.manifest.image.preprocess
+    pipe.vision_cache.clear()
+    timer = StageTimer()
+    packed = pipe._encode_images(images, timer, "", spec)
+    assert len(timer.times["vision"]) == len(timer.times["connector"]) == 1
+    for image, media in zip(images, packed):
+        alone = pipe._encode(image, StageTimer(), "", spec, cache=False)
+        np.testing.assert_allclose(media.embeds, alone.embeds, atol=2e-5)
+        assert media.extras.keys() == alone.extras.keys() and media.layout == alone.layout
+        for name in media.extras:
+            np.testing.assert_allclose(media.extras[name], alone.extras[name], atol=2e-5)
+    timer = StageTimer()  # all three cached now: no call at all
+    assert [m.key for m in pipe._encode_images(images, timer, "", spec)] == [m.key for m in packed]
+    assert "vision" not in timer.times and timer.counts["vision_cache_hit"] == 3
+    # a call never exceeds the export's patch bound for one picture (TensorRT's profile)
+    assert pack_groups([3, 3, 5, 2, 9], 6) == [[0, 1], [2], [3], [4]]
+
+
 def test_the_prompt_speaks_qwen(pipe):
     assert pipe.turn_prompt("Hi?", 1) == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                                          "<|vision_start|><|image_pad|><|vision_end|>Hi?<|im_end|>\n<|im_start|>assistant\n")
@@ -195,11 +221,35 @@ def test_tensorrt_profiles_bound_the_patch_axis_by_the_budget(pipe):
         assert f"deepstack_features:{declared.layers}x{most}x32" in connector
     limited = trtexec_commands(manifest, BuildOptions(max_tiles=64))
     assert any(a.startswith(f"--maxShapes=pixel_values:64x{width}") for a in limited["vision"])
-    from vlmforge.runtime.errors import VlmforgeError
-    from vlmforge.runtime.tensorrt_decoder import TrtDecoder
 
-    with pytest.raises(VlmforgeError, match="needs mrope positions.*backend='onnxruntime'"):  # refused at load
-        TrtDecoder(None, manifest)
+
+def test_tensorrt_backend_runs_mrope_positions_and_deepstack_inputs(qwen, pipe, tmp_path, monkeypatch):
+    """Our TensorRT session and decoder over tests/fake_tensorrt.py (engines = the ONNX graphs, the
+    build's profiles enforced): (3, 1, s) M-RoPE positions and Qwen3's per-token DeepStack inputs
+    staged per step give ONNX Runtime's tokens — for an image and for text only."""
+    import shutil
+
+    import fake_tensorrt
+    from vlmforge.export.tensorrt import BuildOptions, plan
+    from vlmforge.export.tensorrt.build import record_engines
+    from vlmforge.runtime import load_manifest
+    from vlmforge.runtime.engines import BuildFingerprint
+
+    folder = tmp_path / "engines"
+    shutil.copytree(qwen[1], folder)
+    manifest = load_manifest(folder)
+    options = BuildOptions(max_context=192)
+    fake_tensorrt.write_fake_engines(folder, manifest, plan(manifest, options))
+    record_engines(folder, manifest, plan(manifest, options), BuildFingerprint("10.99.0", "Fake GPU", "8.7"), {}, options)
+    fake_tensorrt.install(monkeypatch)
+    with pytest.warns(UserWarning, match="GPU preprocessing unavailable"):
+        trt = Pipeline.load(folder, backend="tensorrt")
+    assert trt.decoder.position_rows == 3 and set(trt.decoder.step_inputs) == set(manifest.llm.step_inputs)
+    for images, text in (([_images([(60, 80)])[0]], "Describe it."), ([], "Tell me a story.")):
+        messages = [{"role": "user", "content": [{"type": "image"}] * len(images) + [{"type": "text", "text": text}]}]
+        ref = pipe.generate(messages=messages, images=images, max_new_tokens=12, ignore_eos=True)
+        got = trt.generate(messages=messages, images=images, max_new_tokens=12, ignore_eos=True)
+        assert got.token_ids == ref.token_ids and len(got.token_ids) == 12
 
 
 def _random_config(rng) -> dict:

@@ -79,6 +79,11 @@ def plan_graph(name: str, spec: GraphSpec, requested: str | None, on_dla: bool =
             f"runs on ONNX Runtime only; for TensorRT quantise the fp32 export's {name} graph with --precision "
             f"{name}=int8 or {name}=w8 --target tensorrt"
         )
+    if (spec.quantization or {}).get("kv_cache"):
+        raise VlmforgeError(
+            f"the {name} graph keeps an int8 KV cache (quantize --kv-cache int8), which runs on ONNX Runtime only; "
+            "build TensorRT engines from an export quantised without --kv-cache int8"
+        )
     if carried not in PRECISIONS:
         raise VlmforgeError(
             f"the {name} graph's precision in the manifest is {carried!r}, which the TensorRT builder does not "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kv_cache import OrtDecoder, cache_names, make_binding
+from ..kv_cache import OrtDecoder, cache_io, empty_cache, make_binding
 from ..manifest import GraphSpec, LLMSpec
 from .batch_cache import as_array
 
@@ -25,15 +25,15 @@ class ModelRunner:
         self.session = decoder.session
         self.spec = spec
         self.binding = make_binding(self.session, decoder.cache_device)
-        self.past_names, self.present_names = cache_names(spec.num_layers, spec.cache_layout)
+        self.past_names, self.present_names = cache_io(spec)
         self.append = spec.cache_layout == "append"  # the graph returns the new columns only
         shapes = {t.name: t.shape for t in graph.inputs}
         self.takes_positions = "position_ids" in shapes
         self.batch_axes = {name: batch_axis(shape, 0) for name, shape in shapes.items()}
-        self.empty = np.zeros((1, spec.num_kv_heads, 0, spec.head_dim), dtype=spec.kv_dtype)
+        self.empty = empty_cache(spec)  # (1, kv_heads, 0, last) per past input
 
     def empty_cache(self) -> list[np.ndarray]:
-        return [self.empty] * len(self.past_names)
+        return list(self.empty)
 
     def run(self, embeds: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list,
             inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, list]:
