@@ -1,9 +1,10 @@
 """Long contexts on the realistic bench model: decode step time against context, prefill time and
 peak memory against prompt length, load time — vlmforge's append and concat KV layouts at FP32 /
-w8 / w4 / w8a8 beside transformers FP32.
+w8 / w4 / w8a8 beside transformers FP32 and, where installed, llama.cpp and onnxruntime-genai.
 
     python benchmarks/bench_long_context.py --work /tmp/vlmforge-bench [--contexts 600,2400,8000]
-                                            [--prefill 600,2400] [--rows fp32,fp32-concat,w4,w4-concat,w8,w8a8,transformers]
+                                            [--prefill 600,2400] [--rows fp32,fp32-concat,w4,w4-concat,w8,w8a8,w4-kv8,transformers]
+                                            [--rows ...,llama-f32,llama-q8_0,llama-q4_k_m,genai-fp32,genai-int4]
 
 The model is bench_precision.py's (CLIP-ViT-L/14-336 + a Qwen2-0.5B-shaped decoder, random
 weights; built once into --work). Only the LLM is measured here: the picture's tokens are the
@@ -19,9 +20,14 @@ peak RSS is that configuration's alone and no row runs warm on another's page ca
 * load: ``Pipeline.load`` twice in one process (the second with ONNX Runtime's optimised graphs
   from the load cache), hashes checked.
 
-llama.cpp and onnxruntime-genai rows are not measured by this script (they need their own
-conversions of the checkpoint; see the README's "KV cache" section for the figures the issue
-quotes). Random weights: the timings are real, the text is not.
+Peer rows (peers.py): llama.cpp F32 / Q8_0 / Q4_K_M through llama-cpp-python (``llama-f32``,
+``llama-q8_0``, ``llama-q4_k_m``) and onnxruntime-genai fp32 / int4 from its model builder
+(``genai-fp32``, ``genai-int4``), all converted from the same decoder weights (the checkpoint's
+language model + LM head, cached under ``--work``/peers), on the same thread count. They are in the
+default rows when their packages are installed (``pip install llama-cpp-python gguf
+onnxruntime-genai``); otherwise each is skipped with a printed message. Same measurements, with one
+difference: neither runtime takes a ready-made cache, so decode at N first prefills N random token
+ids (untimed), then times single-token steps. Random weights: the timings are real, the text is not.
 """
 
 from __future__ import annotations
@@ -36,11 +42,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
+import peers  # noqa: E402 — llama.cpp and onnxruntime-genai rows
 from bench_precision import peak_rss_mb, step  # noqa: E402 — the same checkpoint and folders
 
 ROWS = {  # row → (folder under --work built by prepare_rows, or "transformers")
     "fp32": "fp32", "fp32-concat": "fp32-concat", "w8": "w8", "w4": "w4", "w4-concat": "w4-concat",
-    "w8a8": "w8a8", "transformers": "transformers",
+    "w8a8": "w8a8", "w4-kv8": "w4-kv8", "transformers": "transformers",
+    **{row: "peers" for row in peers.ROWS},  # built by peers.prepare under --work/peers
 }
 WEIGHT_ONLY = {"w8": "llm=w8", "w4": "llm=w4", "w8a8": "llm=w8a8"}  # w8a8: int8 activations too (per token)
 
@@ -57,22 +65,30 @@ def prepare_rows(work: Path, rows: list[str]) -> dict[str, Path]:
         step(f"fp32 export ({layout})", lambda f=folder, kv=layout: export_model(hf, f, check=False, kv_layout=kv),
              done=(folder / "manifest.json").exists())
     for row in rows:
-        base, _, layout = row.partition("-")
+        base, _, variant = row.partition("-")  # variant: "concat" (that layout) or "kv8" (quantize --kv-cache int8)
         if base in WEIGHT_ONLY:
-            src = work / ("fp32-concat" if layout else "fp32")
+            src = work / ("fp32-concat" if variant == "concat" else "fp32")
             folders[row] = work / f"long-{row}"
-            step(f"quantise {row}", lambda s=src, d=folders[row], plan=WEIGHT_ONLY[base]: quantize_model(s, d, plan),
-                 done=(folders[row] / "manifest.json").exists())
+            kv = "int8" if variant == "kv8" else "float"
+            step(f"quantise {row}", lambda s=src, d=folders[row], plan=WEIGHT_ONLY[base], kv=kv:
+                 quantize_model(s, d, plan, kv_cache=kv), done=(folders[row] / "manifest.json").exists())
+    folders.update(peers.prepare(work, hf, [row for row in rows if row in peers.ROWS]))
     return folders
 
 
 # -- one measurement (in a child process) ---------------------------------------------------------
 def fill_cache(decoder, spec, context: int, rng) -> None:
-    """``context`` tokens of random keys/values in the decoder's cache, as a prefill would leave it."""
+    """``context`` tokens of random keys/values in the decoder's cache, as a prefill would leave it
+    (an int8 cache: random int8 values and positive scales)."""
     import onnxruntime as ort
 
-    shape = (1, spec.num_kv_heads, context, spec.head_dim)
-    new = [rng.standard_normal(shape, dtype=np.float32).astype(spec.kv_dtype) for _ in range(2 * spec.num_layers)]
+    from vlmforge.runtime.kv_cache import cache_shapes
+
+    def random(last: int, dtype: str) -> np.ndarray:
+        x = rng.standard_normal((1, spec.num_kv_heads, context, last), dtype=np.float32)
+        return (x * 40).clip(-127, 127).astype(dtype) if dtype == "int8" else (np.abs(x) / 40 if last == 1 else x).astype(dtype)
+
+    new = [random(last, dtype) for last, dtype in cache_shapes(spec)]
     decoder.reset()
     if spec.cache_layout == "append":
         decoder.cache.append(new)
@@ -181,6 +197,8 @@ def transformers_prefill(hf: Path, prompt: int, runs: int) -> dict:
 
 
 def child(kind: str, row: str, folder: Path, n: int, args) -> dict:
+    if row in peers.ROWS:
+        return peers.measure(kind, row, folder, n, args.steps, args.runs)
     if row == "transformers":
         return transformers_decode(folder, n, args.steps) if kind == "decode" else (
             transformers_prefill(folder, n, args.runs) if kind == "prefill" else {})
@@ -224,7 +242,7 @@ def report(results: dict, contexts: list[int], prompts: list[int]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/vlmforge-bench"))
-    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--rows", help=f"comma-separated, of {', '.join(ROWS)}; default: all whose runtime is installed")
     p.add_argument("--contexts", default="600,2400,8000", help="decode: cache lengths")
     p.add_argument("--prefill", default="600,2400", help="prefill: prompt lengths")
     p.add_argument("--steps", type=int, default=16)
@@ -236,10 +254,18 @@ def main(argv=None) -> int:
         kind, row, folder, n = args.child
         print(json.dumps(child(kind, row, Path(folder), int(n), args)))
         return 0
-    rows = [r.strip() for r in args.rows.split(",")]
+    rows = [r.strip() for r in args.rows.split(",")] if args.rows else list(ROWS)
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         p.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    if any(r in peers.ROWS for r in rows):  # (imports the peers' packages: never in a measuring child)
+        missing = {r: why for r, why in peers.available().items() if why and r in rows}
+        for why in dict.fromkeys(missing.values()):  # each message once
+            print(f"[skipped {', '.join(r for r in missing if missing[r] == why)}: {why}]", flush=True)
+        rows = [r for r in rows if r not in missing]
+        if not rows:
+            print("[nothing left to measure]")
+            return 0
     folders = prepare_rows(args.work, rows)
     contexts = [int(c) for c in args.contexts.split(",")]
     prompts = [int(c) for c in args.prefill.split(",")]
