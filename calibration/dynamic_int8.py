@@ -54,7 +54,7 @@ def rewrite_matmuls(model) -> int:
     inits = {i.name: i for i in model.graph.initializer}
     _constants(model)
     nodes, quantised, stored, count = [], {}, set(), 0
-    reduce_axes = _opset(model) >= 18  # ReduceMax takes its axes as an input from opset 18
+    reduce_axes = opset(model) >= 18  # ReduceMax takes its axes as an input from opset 18
     for node in model.graph.node:
         if node.op_type != "MatMul" or node.input[1] not in weights:
             nodes.append(node)
@@ -86,22 +86,32 @@ def _quantise_rows(x: str, reduce_axes_input: bool) -> list:
     """x (..., K) float → ``{x}_q8`` (..., K) uint8 and ``{x}_q8_scale`` (..., 1) float32."""
     from onnx import helper
 
-    n = lambda op, ins, out, **kw: helper.make_node(op, ins, [out], name=f"{out}_{op}", **kw)  # noqa: E731
-    amax = (n("ReduceMax", [f"{x}_abs", "q8_last_axis"], f"{x}_amax", keepdims=1) if reduce_axes_input
-            else n("ReduceMax", [f"{x}_abs"], f"{x}_amax", keepdims=1, axes=[-1]))
-    return [
-        n("Abs", [x], f"{x}_abs"),
-        amax,
-        n("Mul", [f"{x}_amax", "q8_inv127"], f"{x}_s0"),
-        n("Max", [f"{x}_s0", "q8_tiny"], f"{x}_q8_scale"),  # an all-zero row: scale stays positive
-        n("Div", [x, f"{x}_q8_scale"], f"{x}_scaled"),
-        n("Round", [f"{x}_scaled"], f"{x}_rounded"),  # in [-127, 127]
-        n("Add", [f"{x}_rounded", "q8_shift"], f"{x}_shifted"),  # [1, 255]
-        n("Cast", [f"{x}_shifted"], f"{x}_q8", to=2),  # uint8
+    return round_rows(x, f"{x}_rounded", f"{x}_q8_scale", "q8_", reduce_axes_input) + [
+        helper.make_node("Add", [f"{x}_rounded", "q8_shift"], [f"{x}_shifted"], name=f"{x}_shifted_Add"),  # [1, 255]
+        helper.make_node("Cast", [f"{x}_shifted"], [f"{x}_q8"], name=f"{x}_q8_Cast", to=2),  # uint8
     ]
 
 
-def _opset(model) -> int:
+def round_rows(x: str, rounded: str, scale: str, constants: str, reduce_axes_input: bool) -> list:
+    """x (..., K) float32 → ``rounded`` (..., K) = round(x / s) in [-127, 127] (still float) and
+    ``scale`` s (..., 1) = max(|x|) / 127, at least 1e-12 (an all-zero row keeps a positive scale).
+    ``constants``: the prefix of the graph's ``last_axis`` / ``inv127`` / ``tiny`` initializers."""
+    from onnx import helper
+
+    n = lambda op, ins, out, **kw: helper.make_node(op, ins, [out], name=f"{out}_{op}", **kw)  # noqa: E731
+    amax = (n("ReduceMax", [f"{rounded}_abs", f"{constants}last_axis"], f"{rounded}_amax", keepdims=1)
+            if reduce_axes_input else n("ReduceMax", [f"{rounded}_abs"], f"{rounded}_amax", keepdims=1, axes=[-1]))
+    return [
+        n("Abs", [x], f"{rounded}_abs"),
+        amax,
+        n("Mul", [f"{rounded}_amax", f"{constants}inv127"], f"{rounded}_s0"),
+        n("Max", [f"{rounded}_s0", f"{constants}tiny"], scale),
+        n("Div", [x, scale], f"{rounded}_scaled"),
+        n("Round", [f"{rounded}_scaled"], rounded),
+    ]
+
+
+def opset(model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 

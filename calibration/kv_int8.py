@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import onnx_io
+from .dynamic_int8 import opset, round_rows
 from .precision import QuantizationError
 
 METHOD = "vlmforge.calibration.kv_int8"
@@ -61,7 +62,7 @@ def rewrite_cache(model) -> int:
                                 f"this one has {found}: re-export with --kv-layout append (the default where the "
                                 "model allows it)")
     graph.initializer.extend(_constants())
-    axes_input = _opset(model) >= 18  # ReduceMax takes its axes as an input from opset 18
+    axes_input = opset(model) >= 18  # ReduceMax takes its axes as an input from opset 18
     renames, first, after = {}, [], {}  # after: producer output → the nodes that go right behind it
     for value in past:
         elem = value.type.tensor_type.elem_type
@@ -111,19 +112,10 @@ def _quantise(x: str, q: str, scale: str, elem: int, axes_input: bool = True) ->
     """x (…, D) float → q (…, D) int8 = round(x / s), s (…, 1) float32 = max(|x|) / 127 (≥ 1e-12)."""
     from onnx import TensorProto, helper
 
-    n = lambda op, ins, out, **kw: helper.make_node(op, ins, [out], name=f"{out}_{op}", **kw)  # noqa: E731
     x32 = x if elem == TensorProto.FLOAT else f"{x}_f32"
-    nodes = [] if elem == TensorProto.FLOAT else [n("Cast", [x], x32, to=TensorProto.FLOAT)]
-    return nodes + [
-        n("Abs", [x32], f"{q}_abs"),
-        n("ReduceMax", [f"{q}_abs", "kv8_last_axis"], f"{q}_amax", keepdims=1) if axes_input
-        else n("ReduceMax", [f"{q}_abs"], f"{q}_amax", keepdims=1, axes=[-1]),
-        n("Mul", [f"{q}_amax", "kv8_inv127"], f"{q}_s0"),
-        n("Max", [f"{q}_s0", "kv8_tiny"], scale),  # an all-zero vector: the scale stays positive
-        n("Div", [x32, scale], f"{q}_scaled"),
-        n("Round", [f"{q}_scaled"], f"{q}_rounded"),  # in [-127, 127]
-        n("Cast", [f"{q}_rounded"], q, to=TensorProto.INT8),
-    ]
+    cast = [] if elem == TensorProto.FLOAT else [helper.make_node("Cast", [x], [x32], name=f"{x32}_Cast", to=TensorProto.FLOAT)]
+    return cast + round_rows(x32, f"{q}_rounded", scale, "kv8_", axes_input) + [
+        helper.make_node("Cast", [f"{q}_rounded"], [q], name=f"{q}_Cast", to=TensorProto.INT8)]
 
 
 def _scale_info(value, name: str):
@@ -132,10 +124,6 @@ def _scale_info(value, name: str):
 
     dims = [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, [*dims[:-1], 1])
-
-
-def _opset(model) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
 
 
 def _constants() -> list:

@@ -8,7 +8,19 @@ than the largest single image would (attention is (Σ patches)² within a call).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+
+class Miss(NamedTuple):
+    """A picture the vision cache did not have, preprocessed and waiting for its packed call."""
+
+    index: int  # in the request's pictures
+    rgb: np.ndarray
+    key: str  # its vision-cache key
+    pixels: np.ndarray  # (patches, C·t·P·P)
+    layout: object  # kernels.TileLayout
 
 
 def pack_groups(patches: list[int], limit: int) -> list[list[int]]:

@@ -25,7 +25,7 @@ from .manifest import Manifest, load_manifest
 from .positions import Positions, plan_positions
 from .preprocess import choose_preprocess
 from .media import Media, as_list, frame_timestamps, in_prompt_order, video_time_step
-from .packing import pack_groups, split_tokens
+from .packing import Miss, pack_groups, split_tokens
 from .prompt import PreparedPrompt
 from .prompting import Prompter
 from .video import load_video, sample_frames
@@ -140,14 +140,14 @@ class Pipeline:
             rgb, key, media[i] = self._lookup(image, timer, prompt_text, spec, True)
             if media[i] is None:
                 with timer("preprocess", self.preprocess):
-                    misses.append((i, rgb, key, *self.preprocess(rgb, spec)))  # (…, pixels, layout)
-        for group in pack_groups([m[4].num_tiles for m in misses], limit):
+                    misses.append(Miss(i, rgb, key, *self.preprocess(rgb, spec)))
+        for group in pack_groups([m.layout.num_tiles for m in misses], limit):
             parts = [misses[j] for j in group]
-            pixels = np.concatenate([p[3] for p in parts])
-            geometry = pack_geometry([vision_geometry(p[4], spec) for p in parts])
-            embeds, extras = self._embed_pixels(pixels, None, spec, timer, prompt_text, geometry)
-            for (i, rgb, key, _, layout), (e, x) in zip(parts, split_tokens(embeds, extras, [p[4].num_image_tokens for p in parts])):
-                media[i] = self._picture(e, x, layout, rgb, key, spec, True)
+            geometry = pack_geometry([vision_geometry(m.layout, spec) for m in parts])
+            embeds, extras = self._embed_pixels(np.concatenate([m.pixels for m in parts]), None, spec, timer,
+                                                prompt_text, geometry)
+            for m, (e, x) in zip(parts, split_tokens(embeds, extras, [m.layout.num_image_tokens for m in parts])):
+                media[m.index] = self._picture(e, x, m.layout, m.rgb, m.key, spec, True)
         return media
 
     def _lookup(self, image, timer: StageTimer, prompt_text: str, spec: PreprocessSpec, cache: bool):
